@@ -1,0 +1,129 @@
+"""Intensity normalisation: the same anatomy gives the same network input whatever the dtype.
+
+CT (declared, or detected from a Hounsfield-unit range) is clipped to a fixed HU window so
+scans are comparable; anything else (MR, microscopy, 8/16-bit exports) is scaled between robust
+percentiles computed over the whole volume. Both land in [0, 1] as float32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+CT_WINDOW = (-250.0, 350.0)
+PERCENTILES = (0.5, 99.5)
+_MAX_SAMPLES = 2_000_000
+
+
+class NonFiniteWarning(UserWarning):
+    """Warned when NaN or infinite voxels were replaced before segmentation."""
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """A fitted intensity mapping ``(x - low) / (high - low)`` clipped to [0, 1].
+
+    Attributes
+    ----------
+    low, high : float
+        Input values mapped to 0 and 1.
+    modality : str
+        ``"CT"`` when a fixed HU window is used, else ``"other"``.
+    fill : float
+        Value that replaces NaN / inf voxels.
+    """
+
+    low: float
+    high: float
+    modality: str
+    fill: float
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Map ``x`` (any real dtype) to float32 in [0, 1]."""
+        out = np.asarray(x, dtype=np.float32)
+        if not np.isfinite(out).all():
+            out = np.nan_to_num(out, nan=self.fill, posinf=self.fill, neginf=self.fill)
+        out = (out - np.float32(self.low)) * np.float32(1.0 / (self.high - self.low))
+        return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _sample(image: np.ndarray) -> np.ndarray:
+    """A strided subsample of at most ~2 M voxels, as float64 for exact percentiles."""
+    flat = image.reshape(-1)
+    step = max(1, flat.size // _MAX_SAMPLES)
+    return flat[::step].astype(np.float64)
+
+
+def looks_like_ct(image: np.ndarray) -> bool:
+    """Return True when the values look like CT Hounsfield units.
+
+    A signed or float image whose low end sits near air (-1000 HU) and whose high end stays
+    below about 4000 HU is taken as CT. Unsigned 8/16-bit data is never CT by this rule.
+    """
+    if image.dtype.kind == "u" or image.dtype == np.bool_ or image.size == 0:
+        return False
+    s = _sample(image)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return False
+    lo, hi = np.percentile(s, [0.5, 99.5])
+    return bool(-1100 <= lo <= -500 and 0 < hi <= 4000)
+
+
+def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
+    """Fit the intensity mapping for ``image``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Any real-valued array (bool, integer or float). NaN/inf voxels are ignored for the fit
+        and replaced by the minimum finite value, with a :class:`NonFiniteWarning`.
+    modality : {"auto", "CT", "MR", "other"}
+        ``"CT"`` forces the fixed HU window, ``"MR"``/``"other"`` forces percentile scaling,
+        ``"auto"`` detects CT from the value range.
+
+    Returns
+    -------
+    Normalizer
+        Call it on the image (or any part of it) to get float32 in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the image is empty, complex, or contains no finite value.
+    """
+    image = np.asarray(image)
+    if image.size == 0:
+        raise ValueError("the image is empty")
+    if image.dtype.kind not in "biuf":
+        raise ValueError(f"cannot segment an image of dtype {image.dtype}; expected numbers")
+    s = _sample(image)
+    finite = np.isfinite(s)
+    if not finite.all():
+        if not finite.any():
+            raise ValueError("the image contains no finite values (all NaN or infinite)")
+        warnings.warn(
+            "the image contains NaN or infinite values; they were treated as the lowest "
+            "intensity", NonFiniteWarning, stacklevel=2)
+        s = s[finite]
+    fill = float(s.min())
+    modality = modality.upper() if modality.lower() == "ct" else modality.lower()
+    if modality == "auto":
+        modality = "CT" if looks_like_ct(image) else "other"
+    if modality == "CT":
+        return Normalizer(CT_WINDOW[0], CT_WINDOW[1], "CT", fill)
+    if modality not in ("mr", "other"):
+        raise ValueError(f"unknown modality {modality!r}; use 'auto', 'CT', 'MR' or 'other'")
+    lo, hi = np.percentile(s, PERCENTILES)
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        lo, hi = float(s.min()), float(s.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):  # a constant image: everything maps to 0
+        hi = lo + 1.0
+    return Normalizer(float(lo), float(hi), "other", fill)
+
+
+def normalize(image: np.ndarray, modality: str = "auto") -> np.ndarray:
+    """Return ``image`` as float32 in [0, 1]; see :func:`fit_normalizer`."""
+    return fit_normalizer(image, modality)(image)

@@ -1,0 +1,198 @@
+"""Slice-wise inference for 2D images, 3D volumes and volumes with extra leading axes.
+
+:func:`predict_iter` is a generator that yields :class:`~napari_fcnseg.core.progress.Progress`
+after every batch, so callers can show progress and cancel (stop iterating) between batches;
+:func:`predict` runs it to completion. Slices larger than ``tile_size`` are segmented in
+overlapping tiles blended with a smooth weight, so a 4096 x 4096 slice does not run out of memory.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import pick_device
+from .nets import fuse_for_inference, pad_to_multiple
+from .normalize import Normalizer, fit_normalizer
+from .progress import Progress, run_to_completion
+
+PROBABILITY_DTYPES = ("float32", "uint8")
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict_iter`.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        uint8 class per voxel, same shape as the input; slices not predicted are 0.
+    probabilities : numpy.ndarray or None
+        (C, *input shape) float32 in [0, 1] or uint8 in [0, 255], when asked for.
+    slices : list of int
+        Slice indices (along the slice axis) that were predicted.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    slices: list[int]
+
+
+def prepare_for_inference(net: nn.Module, device: torch.device) -> nn.Module:
+    """Return an eval-mode copy of ``net`` on ``device``, BatchNorm folded, channels_last on CPU."""
+    fast = fuse_for_inference(copy.deepcopy(net).eval())
+    fast.config = net.config
+    fast = fast.to(device)
+    if device.type == "cpu":
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast
+
+
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def _blend_weight(h: int, w: int) -> torch.Tensor:
+    """A separable ramp that is 1 in the middle and small at the edges of a tile."""
+    def ramp(n: int) -> torch.Tensor:
+        edge = max(1, n // 8)
+        r = torch.ones(n)
+        r[:edge] = torch.linspace(0.05, 1.0, edge)
+        r[n - edge:] = torch.linspace(1.0, 0.05, edge)
+        return r
+    return ramp(h)[:, None] * ramp(w)[None, :]
+
+
+def _run_net(net: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Softmax probabilities for a (B, C, H, W) batch of any H x W."""
+    padded, (h, w) = pad_to_multiple(x, multiple)
+    if padded.device.type == "cpu":
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    return net(padded)[..., :h, :w].float().softmax(dim=1)
+
+
+def _probabilities_tiled(
+    net: nn.Module, x: torch.Tensor, multiple: int, tile: int, overlap: int
+) -> torch.Tensor:
+    """Softmax probabilities for one (1, C, H, W) slice larger than a tile."""
+    _, _, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    acc = torch.zeros((net.config.num_classes, h, w))
+    weight_sum = torch.zeros((h, w))
+    weight = _blend_weight(th, tw)
+    for y0 in _tile_starts(h, th, overlap):
+        for x0 in _tile_starts(w, tw, overlap):
+            probs = _run_net(net, x[..., y0:y0 + th, x0:x0 + tw], multiple)[0].cpu()
+            acc[:, y0:y0 + th, x0:x0 + tw] += probs * weight
+            weight_sum[y0:y0 + th, x0:x0 + tw] += weight
+    return (acc / weight_sum)[None]
+
+
+def predict_iter(
+    net: nn.Module,
+    image: np.ndarray,
+    *,
+    slices: Sequence[int] | None = None,
+    modality: str = "auto",
+    normalizer: Normalizer | None = None,
+    batch_size: int = 4,
+    tile_size: int = 1024,
+    tile_overlap: int = 128,
+    probabilities: str | None = None,
+    device: str | torch.device | None = None,
+) -> Generator[Progress, None, Prediction]:
+    """Segment ``image`` slice by slice, yielding progress after every batch.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A network from :func:`napari_fcnseg.core.nets.build_network` (weights loaded).
+    image : numpy.ndarray
+        (Y, X), (Z, Y, X) or (..., Z, Y, X) real-valued array. Slices run along axis -3;
+        neighbouring slices feed the network's extra input channels.
+    slices : sequence of int, optional
+        Only these slice indices (along axis -3, in every leading volume); default all.
+    modality : str
+        Passed to :func:`~napari_fcnseg.core.normalize.fit_normalizer` (``"auto"``, ``"CT"``,
+        ``"MR"``, ``"other"``).
+    normalizer : Normalizer, optional
+        A pre-fitted intensity mapping; overrides ``modality``.
+    batch_size : int
+        Slices per forward pass.
+    tile_size, tile_overlap : int
+        Slices with a side longer than ``tile_size`` are run in overlapping tiles.
+    probabilities : {None, "float32", "uint8"}
+        Also return per-class probabilities in this dtype.
+    device : str or torch.device, optional
+        Where to run; see :func:`~napari_fcnseg.core.device.pick_device`.
+
+    Yields
+    ------
+    Progress
+        After each batch.
+
+    Returns
+    -------
+    Prediction
+        Labels (uint8, same shape as ``image``), optional probabilities, predicted slices.
+    """
+    image = np.asarray(image)
+    if image.ndim < 2:
+        raise ValueError(f"expected a 2D image or a stack of slices, got {image.ndim}D")
+    if probabilities not in (None, *PROBABILITY_DTYPES):
+        raise ValueError(f"probabilities must be None, 'float32' or 'uint8', not {probabilities!r}")
+    if min(image.shape[-2:]) < 1:
+        raise ValueError("the image is empty")
+    norm = normalizer or fit_normalizer(image, modality)
+    volumes = image.reshape((-1, *image.shape[-3:])) if image.ndim >= 3 else image[None, None]
+    n_vol, nz = volumes.shape[:2]
+    chosen = sorted({int(s) for s in (range(nz) if slices is None else slices)})
+    if any(s < 0 or s >= nz for s in chosen):
+        raise ValueError(f"slice indices must lie in 0..{nz - 1}")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    fast = prepare_for_inference(net, dev)
+    multiple = getattr(net, "multiple", 32)
+    context = net.config.context
+    n_classes = net.config.num_classes
+
+    labels = np.zeros(volumes.shape, np.uint8)
+    probs_out = None
+    if probabilities:
+        probs_out = np.zeros((n_classes, *volumes.shape), np.dtype(probabilities))
+    tiled = max(volumes.shape[-2:]) > tile_size
+    step = 1 if tiled else max(1, batch_size)
+    batches = [(v, chosen[i:i + step]) for v in range(n_vol) for i in range(0, len(chosen), step)]
+    offsets = np.arange(-context, context + 1)
+    with torch.inference_mode():
+        for done, (v, batch) in enumerate(batches, start=1):
+            rows = np.clip(np.asarray(batch)[:, None] + offsets[None, :], 0, nz - 1)
+            x = torch.from_numpy(norm(volumes[v][rows])).to(dev)
+            if tiled:
+                p = _probabilities_tiled(fast, x, multiple, tile_size, tile_overlap)
+            else:
+                p = _run_net(fast, x, multiple).cpu()
+            labels[v, batch] = p.argmax(dim=1).to(torch.uint8).numpy()
+            if probs_out is not None:
+                p = p.permute(1, 0, 2, 3).numpy()
+                if probabilities == "uint8":
+                    p = np.rint(p * 255)
+                probs_out[:, v, batch] = p
+            yield Progress(done, len(batches), f"segmented {done} of {len(batches)} batches")
+    labels = labels.reshape(image.shape)
+    if probs_out is not None:
+        probs_out = probs_out.reshape((n_classes, *image.shape))
+    return Prediction(labels, probs_out, chosen)
+
+
+def predict(net: nn.Module, image: np.ndarray, **kwargs) -> Prediction:
+    """Segment ``image``; the non-generator form of :func:`predict_iter` (same arguments)."""
+    return run_to_completion(predict_iter(net, image, **kwargs))
