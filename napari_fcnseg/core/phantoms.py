@@ -223,7 +223,8 @@ def generate_volume(
             rng.uniform(700, 1400), rng.uniform(250, 400), -950, rng.uniform(180, 260)]
         for code in lesion_codes:
             hypo = rng.random() < 0.65
-            values[code] = organ_hu - rng.uniform(35, 80) if hypo else organ_hu + rng.uniform(40, 90)
+            delta = -rng.uniform(35, 80) if hypo else rng.uniform(40, 90)
+            values[code] = organ_hu + delta
         sigma_xy = rng.uniform(0.5, 1.1)
         image = _textured(values, tissue, rng, amplitude=8.0)
         image = ndimage.gaussian_filter(image, (0.3, sigma_xy, sigma_xy))

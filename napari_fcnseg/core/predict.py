@@ -120,7 +120,8 @@ def predict_iter(
         (Y, X), (Z, Y, X) or (..., Z, Y, X) real-valued array. Slices run along axis -3;
         neighbouring slices feed the network's extra input channels.
     slices : sequence of int, optional
-        Only these slice indices (along axis -3, in every leading volume); default all.
+        Only these slices; default all. Indices count slices of ``image.reshape(-1, Y, X)``:
+        the z index for a 3D volume, ``t * Z + z`` with a leading time axis, 0 for a 2D image.
     modality : str
         Passed to :func:`~napari_fcnseg.core.normalize.fit_normalizer` (``"auto"``, ``"CT"``,
         ``"MR"``, ``"other"``).
@@ -155,9 +156,9 @@ def predict_iter(
     norm = normalizer or fit_normalizer(image, modality)
     volumes = image.reshape((-1, *image.shape[-3:])) if image.ndim >= 3 else image[None, None]
     n_vol, nz = volumes.shape[:2]
-    chosen = sorted({int(s) for s in (range(nz) if slices is None else slices)})
-    if any(s < 0 or s >= nz for s in chosen):
-        raise ValueError(f"slice indices must lie in 0..{nz - 1}")
+    chosen = sorted({int(s) for s in (range(n_vol * nz) if slices is None else slices)})
+    if any(s < 0 or s >= n_vol * nz for s in chosen):
+        raise ValueError(f"slice indices must lie in 0..{n_vol * nz - 1}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     fast = prepare_for_inference(net, dev)
     multiple = getattr(net, "multiple", 32)
@@ -170,7 +171,9 @@ def predict_iter(
         probs_out = np.zeros((n_classes, *volumes.shape), np.dtype(probabilities))
     tiled = max(volumes.shape[-2:]) > tile_size
     step = 1 if tiled else max(1, batch_size)
-    batches = [(v, chosen[i:i + step]) for v in range(n_vol) for i in range(0, len(chosen), step)]
+    per_volume = [[k % nz for k in chosen if k // nz == v] for v in range(n_vol)]
+    batches = [(v, zs[i:i + step])
+               for v, zs in enumerate(per_volume) for i in range(0, len(zs), step)]
     offsets = np.arange(-context, context + 1)
     with torch.inference_mode():
         for done, (v, batch) in enumerate(batches, start=1):

@@ -1,0 +1,168 @@
+"""Core benchmarks: inference speed, volume time, peak memory, fine-tuning time and Dice.
+
+Usage::
+
+    python benchmarks/bench_core.py            # all parts; prints a Markdown table
+    python benchmarks/bench_core.py --parts a,b
+
+Parts:
+  a  ms per 512x512 slice: the project's inference path vs the same network in plain eager
+     PyTorch (channels-first, one slice at a time), side by side in one run
+  b  seconds for a 512x512x100 int16 volume, end to end (normalisation included)
+  c  peak RSS while segmenting a 512x512x300 int16 volume (measured in a child process)
+  d  seconds for a fine-tune round from 3 annotated 256x256 slices (default settings), and the
+     Dice it reaches on the other slices; on an in-distribution CT volume and on an
+     unseen-contrast volume (inverted MR), plus Dice on a held-out volume to show forgetting
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from napari_fcnseg.core.device import configure_threads
+from napari_fcnseg.core.finetune import finetune
+from napari_fcnseg.core.metrics import dice_per_class
+from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume
+from napari_fcnseg.core.predict import predict
+from napari_fcnseg.core.store import ModelStore
+
+
+def bundled():
+    return ModelStore().load("bundled")
+
+
+def part_a(repeats: int = 3) -> list[tuple[str, str, str]]:
+    net = bundled().net.eval()
+    ct = generate_volume("CT", (16, 512, 512), 7).image
+    predict(net, ct[:4], device="cpu")  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeats):
+        predict(net, ct, device="cpu")
+    ours = (time.perf_counter() - t) / (repeats * len(ct)) * 1000
+
+    from napari_fcnseg.core.normalize import normalize
+    from napari_fcnseg.core.slices import stack_slices
+
+    x_all = normalize(ct)
+    with torch.no_grad():
+        net(torch.from_numpy(stack_slices(x_all, [0], 1)))
+        t = time.perf_counter()
+        for _ in range(repeats):
+            for z in range(len(ct)):
+                net(torch.from_numpy(stack_slices(x_all, [z], 1))).argmax(1)
+    eager = (time.perf_counter() - t) / (repeats * len(ct)) * 1000
+    return [
+        ("a", "ms per 512x512 slice, project inference path", f"{ours:.0f}"),
+        ("a", "ms per 512x512 slice, plain eager (channels-first, 1 slice)", f"{eager:.0f}"),
+        ("a", "speed-up vs plain eager", f"{eager / ours:.2f}x"),
+    ]
+
+
+def part_b() -> list[tuple[str, str, str]]:
+    net = bundled().net
+    vol = np.concatenate([generate_volume("CT", (50, 512, 512), s).image for s in (8, 9)])
+    predict(net, vol[:4], device="cpu")
+    t = time.perf_counter()
+    predict(net, vol, device="cpu")
+    return [("b", "s for a 512x512x100 int16 volume", f"{time.perf_counter() - t:.1f}")]
+
+
+CHILD = """
+import resource, numpy as np
+from napari_fcnseg.core.predict import predict
+from napari_fcnseg.core.store import ModelStore
+net = ModelStore().load("bundled").net
+vol = np.random.default_rng(0).integers(-1000, 1000, (300, 512, 512)).astype(np.int16)
+vol[:, :100] = -1000
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+labels = predict(net, vol, device="cpu").labels
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base, peak, vol.nbytes)
+"""
+
+
+def part_c() -> list[tuple[str, str, str]]:
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
+                         check=True).stdout.split()
+    before, peak, nbytes = (int(v) for v in out)
+    extra = peak / 1024 - nbytes / 2**20
+    return [
+        ("c", "input size, MB (512x512x300 int16)", f"{nbytes / 2**20:.0f}"),
+        ("c", "peak RSS while segmenting it, MB", f"{peak / 1024:.0f}"),
+        ("c", "peak RSS minus input size, MB (incl. python + torch)", f"{extra:.0f}"),
+        ("c", "RSS before segmenting (python + torch + input), MB", f"{before / 1024:.0f}"),
+    ]
+
+
+def _other_slices_dice(net, image, labels, annotated) -> dict[str, float]:
+    rest = [z for z in range(len(image)) if z not in annotated]
+    pred = predict(net, image, slices=rest, device="cpu").labels
+    scores = dice_per_class(pred[rest], labels[rest], len(CLASS_NAMES))
+    return {CLASS_NAMES[c]: round(v, 3) for c, v in scores.items()}
+
+
+def part_d() -> list[tuple[str, str, str]]:
+    model = bundled()
+    held = generate_volume("CT", (16, 256, 256), 200_001)
+    rows = []
+    mr = generate_volume("MR", (24, 256, 256), 200_002)
+    inverted = (mr.image.max() - mr.image).astype(np.float32)
+    cases = [("in-distribution CT", generate_volume("CT", (24, 256, 256), 200_003).image,
+              generate_volume("CT", (24, 256, 256), 200_003).labels),
+             ("unseen contrast (inverted MR)", inverted, mr.labels)]
+    for label, image, labels in cases:
+        has = [z for z in range(len(labels)) if (labels[z] == 1).any()]
+        annotated = [has[len(has) // 4], has[len(has) // 2], has[3 * len(has) // 4]]
+        before = _other_slices_dice(model.net, image, labels, annotated)
+        t = time.perf_counter()
+        res = finetune(model.net, image, labels, slices=annotated, class_names=CLASS_NAMES,
+                       device="cpu")
+        seconds = time.perf_counter() - t
+        after = _other_slices_dice(res.net, image, labels, annotated)
+        held_before = _other_slices_dice(model.net, held.image, held.labels, [])
+        held_after = _other_slices_dice(res.net, held.image, held.labels, [])
+        rows += [
+            ("d", f"{label}: s for a fine-tune round, 3 annotated 256x256 slices",
+             f"{seconds:.0f}"),
+            ("d", f"{label}: Dice on the other slices, organ/lesion, before -> after",
+             f"{before['organ']:.3f}/{before['lesion']:.3f} -> "
+             f"{after['organ']:.3f}/{after['lesion']:.3f}"),
+            ("d", f"{label}: Dice on a held-out CT volume before -> after (forgetting)",
+             f"{held_before['organ']:.3f}/{held_before['lesion']:.3f} -> "
+             f"{held_after['organ']:.3f}/{held_after['lesion']:.3f}"),
+        ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="a,b,c,d")
+    args = parser.parse_args()
+    threads = configure_threads()
+    parts = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}
+    rows = []
+    for key in args.parts.split(","):
+        rows += parts[key]()
+        for row in rows[-4:]:
+            print(" | ".join(row), file=sys.stderr, flush=True)
+    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{threads} torch threads, torch {torch.__version__}, Python {platform.python_version()}")
+    print("\n| part | measure | value |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    os.makedirs("benchmarks/results", exist_ok=True)
+    with open("benchmarks/results/core.json", "w") as fh:
+        json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""Command line: ``napari-fcnseg predict | finetune | evaluate | models | demo``.
+
+Errors print one plain line on stderr and exit non-zero (add ``--debug`` for the traceback).
+Outputs are written atomically at the end, so a failed or interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, no traceback."""
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (a line every 10 % when stderr is not a terminal)."""
+
+    def __init__(self, label: str, stream=None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.perf_counter()
+        self._last_tenth = -1
+
+    def update(self, record) -> None:
+        """Show a :class:`~napari_fcnseg.core.progress.Progress` record."""
+        frac = record.fraction
+        extra = f" loss {record.loss:.4f}" if record.loss is not None else ""
+        elapsed = time.perf_counter() - self.start
+        line = f"{self.label} [{'#' * int(frac * 30):<30}] {frac:4.0%} {elapsed:5.1f}s{extra}"
+        if self.tty:
+            self.stream.write("\r" + line)
+        elif int(frac * 10) > self._last_tenth:
+            self._last_tenth = int(frac * 10)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _drive(work, label: str):
+    from .core.progress import run_to_completion
+
+    bar = ProgressBar(label)
+    try:
+        return run_to_completion(work, bar.update)
+    finally:
+        bar.close()
+
+
+def _read(path: str | Path):
+    from .io import read_volume
+
+    return read_volume(Path(path))
+
+
+def _load_model(name: str | None):
+    from .core.store import ModelStore
+
+    store = ModelStore()
+    return store.load(name or store.default())
+
+
+def _parse_slices(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise CliError(f"--slices must be comma-separated slice numbers, not {text!r}") from None
+
+
+def _check_segmentable(volume) -> None:
+    if volume.data.ndim not in (2, 3, 4):
+        raise CliError(f"{volume.path.name}: expected a 2D image or a 3D stack, "
+                       f"got {volume.data.ndim} dimensions {volume.data.shape}")
+
+
+def _output_path(case: Path, out_dir: Path) -> Path:
+    name = case.name
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm"):
+        if name.lower().endswith(suffix):
+            stem = name[: -len(suffix)]
+            ext = ".nii.gz" if suffix.startswith(".nii") else ".tif"
+            return out_dir / f"{stem}_labels{ext}"
+    return out_dir / f"{name}_labels.nii.gz" if case.is_dir() else out_dir / f"{name}_labels.tif"
+
+
+def _predict_one(model, src: Path, dst: Path, args) -> None:
+    from .core.predict import predict_iter
+    from .io import write_image, write_labels
+
+    volume = _read(src)
+    _check_segmentable(volume)
+    modality = args.modality if args.modality != "auto" else (volume.modality or "auto")
+    if modality not in ("CT", "MR"):
+        modality = "auto" if modality == "auto" else "other"
+    work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
+                        batch_size=args.batch_size,
+                        probabilities="uint8" if args.probabilities else None)
+    result = _drive(work, f"segmenting {src.name}")
+    if args.probabilities:
+        write_image(args.probabilities, result.probabilities, spacing=None)
+    write_labels(dst, result.labels, like=volume)
+
+
+def cmd_predict(args) -> int:
+    """Segment one image, or every case in a folder."""
+    from .io import is_supported
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise CliError(f"{src}: no such file or folder")
+    model = _load_model(args.model)
+    cases = None
+    if src.is_dir() and not _is_dicom_folder(src):
+        cases = sorted(p for p in src.iterdir() if is_supported(p))
+        if not cases:
+            raise CliError(f"{src}: the folder holds no TIFF, NIfTI or DICOM images")
+    if cases is None:
+        if dst.is_dir():
+            dst = _output_path(src, dst)
+        _predict_one(model, src, dst, args)
+        print(f"wrote {dst}")
+        return 0
+    if args.probabilities:
+        raise CliError("--probabilities works with a single input image, not a folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for i, case in enumerate(cases, 1):
+        out = _output_path(case, dst)
+        try:
+            _predict_one(model, case, out, args)
+            print(f"[{i}/{len(cases)}] wrote {out}")
+        except (ValueError, OSError, CliError) as err:
+            failed.append(case.name)
+            print(f"[{i}/{len(cases)}] skipped {case.name}: {err}", file=sys.stderr)
+    print(f"segmented {len(cases) - len(failed)} of {len(cases)} cases")
+    return 1 if failed else 0
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    for p in sorted(path.iterdir())[:50]:
+        if p.is_file():
+            try:
+                with open(p, "rb") as fh:
+                    head = fh.read(132)
+            except OSError:
+                continue
+            if head[128:132] == b"DICM" or p.suffix.lower() == ".dcm":
+                return True
+    return False
+
+
+def cmd_finetune(args) -> int:
+    """Fine-tune a model on annotated slices and save it in the store."""
+    import numpy as np
+
+    from .core.finetune import FinetuneSettings, finetune_iter
+    from .core.store import ModelStore, sanitize_name
+
+    image, labels = _read(args.image), _read(args.labels)
+    if image.data.shape != labels.data.shape:
+        raise CliError(f"image shape {image.data.shape} and labels shape "
+                       f"{labels.data.shape} differ")
+    if labels.data.dtype.kind not in "iub":
+        raise CliError(f"{Path(args.labels).name}: labels must be integers, "
+                       f"not {labels.data.dtype}")
+    store = ModelStore()
+    name = sanitize_name(args.name)
+    if name in store.names():
+        raise CliError(f"a model named {name!r} already exists; choose another --name")
+    base_name = args.base or store.default()
+    base = store.load(base_name)
+    top = int(np.max(labels.data)) if labels.data.size else 0
+    classes = list(base.class_names)
+    classes += [f"class {c}" for c in range(len(classes), top + 1)]
+    settings = FinetuneSettings(steps=args.steps, lr=args.lr, seed=args.seed)
+    modality = image.modality if image.modality in ("CT", "MR") else "auto"
+    work = finetune_iter(base.net, image.data, labels.data, slices=_parse_slices(args.slices),
+                         class_names=classes, settings=settings, modality=modality,
+                         device=args.device)
+    result = _drive(work, "fine-tuning")
+    if result.stopped:
+        print(f"warning: {result.stopped}", file=sys.stderr)
+    store.save(result.net, name, result.metadata(parent=base.metadata.get("name", base_name)))
+    for cls in result.dice_after:
+        print(f"{cls:>12}: Dice {result.dice_before[cls]:.3f} -> {result.dice_after[cls]:.3f} "
+              f"on {len(result.slices)} annotated slices")
+    print(f"saved model {name!r} (parent {base_name!r})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Per-class Dice, voxel counts and volumes of a prediction against a reference."""
+    import numpy as np
+
+    from .core.metrics import voxel_counts
+
+    pred, ref = _read(args.prediction), _read(args.reference)
+    if pred.data.shape != ref.data.shape:
+        raise CliError(f"prediction shape {pred.data.shape} and reference shape "
+                       f"{ref.data.shape} differ")
+    for vol in (pred, ref):
+        if vol.data.dtype.kind not in "iub":
+            raise CliError(f"{vol.path.name}: a label map must hold integers, "
+                           f"not {vol.data.dtype}")
+    voxel_ml = float(np.prod(ref.spacing)) / 1000.0
+    rows = []
+    for c, (inter, total, n_pred, n_ref) in voxel_counts(pred.data, ref.data).items():
+        rows.append({"class": c, "dice": round(2 * inter / total, 4) if total else 1.0,
+                     "voxels_pred": n_pred, "voxels_ref": n_ref,
+                     "ml_pred": round(n_pred * voxel_ml, 3), "ml_ref": round(n_ref * voxel_ml, 3)})
+    if args.json:
+        print(json.dumps({"spacing_mm": list(ref.spacing), "classes": rows}, indent=2))
+        return 0
+    print(f"{'class':>5} {'Dice':>7} {'voxels pred':>12} {'voxels ref':>11} "
+          f"{'mL pred':>9} {'mL ref':>9}")
+    for r in rows:
+        print(f"{r['class']:>5} {r['dice']:>7.4f} {r['voxels_pred']:>12} {r['voxels_ref']:>11} "
+              f"{r['ml_pred']:>9.2f} {r['ml_ref']:>9.2f}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    """List, delete, export, import or reset models in the store."""
+    from .core.store import ModelStore
+
+    store = ModelStore()
+    if args.action == "list":
+        default = store.default()
+        for info in store.list():
+            md = info.metadata
+            dice = md.get("dice_after") or md.get("evaluation", {}).get("pooled_dice") or {}
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+            mark = "*" if info.name == default else " "
+            print(f"{mark} {info.name:<24} parent={md.get('parent') or '-':<16} "
+                  f"slices={md.get('num_annotated_slices', '-'):<4} {scores}")
+    elif args.action == "delete":
+        store.delete(_need(args.name, "delete NAME"))
+        print(f"deleted {args.name}")
+    elif args.action == "export":
+        usage = "export NAME DEST"
+        dest = store.export(_need(args.name, usage), _need(args.path, usage))
+        print(f"exported {args.name} to {dest}")
+    elif args.action == "import":
+        info = store.import_model(_need(args.name, "import PATH"), name=args.as_name)
+        print(f"imported {info.name}")
+    elif args.action == "reset":
+        store.reset()
+        print("the default model is the bundled model again")
+    return 0
+
+
+def _need(value, usage: str):
+    if value is None:
+        raise CliError(f"usage: napari-fcnseg models {usage}")
+    return value
+
+
+def cmd_demo(args) -> int:
+    """Open napari with a sample volume, the widgets and a segmentation."""
+    from .demo import run_demo
+
+    return run_demo(screenshot=args.screenshot, modality=args.modality)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``napari-fcnseg`` command."""
+    parser = argparse.ArgumentParser(
+        prog="napari-fcnseg", description="Segment CT/MR images with a fully-convolutional "
+        "network and fine-tune it on corrected slices.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="segment an image (TIFF, NIfTI, DICOM) or a folder")
+    p.add_argument("input", help="image file, DICOM series folder, or a folder of cases")
+    p.add_argument("output", help="label file (.tif/.nii.gz), or a folder for batches")
+    p.add_argument("--model", help="model name in the store, or an exported model file")
+    p.add_argument("--probabilities", help="also write class probabilities (uint8 TIFF)")
+    p.add_argument("--modality", default="auto", choices=["auto", "CT", "MR", "other"])
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on annotated slices")
+    p.add_argument("--image", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--slices", help="annotated slices, e.g. 3,10,42 (default: non-empty ones)")
+    p.add_argument("--base", help="starting model (default: the store's default)")
+    p.add_argument("--name", required=True, help="name of the new model")
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="Dice, voxel counts and volumes per class")
+    p.add_argument("prediction")
+    p.add_argument("reference")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list, delete, export, import or reset models")
+    p.add_argument("action", choices=["list", "delete", "export", "import", "reset"])
+    p.add_argument("name", nargs="?", help="model name (or file, for import)")
+    p.add_argument("path", nargs="?", help="destination file for export")
+    p.add_argument("--as", dest="as_name", help="name for an imported model")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="open napari with a sample volume and the widgets")
+    p.add_argument("--screenshot", help="render the window to this PNG and exit")
+    p.add_argument("--modality", default="CT", choices=["CT", "MR"])
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable = args.func
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("napari-fcnseg: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # one plain line unless --debug
+        if args.debug:
+            raise
+        if isinstance(err, CliError | ValueError | OSError | KeyError):
+            message = str(err).strip("'\"") or type(err).__name__
+        else:
+            message = f"unexpected {type(err).__name__}: {err} (run with --debug for details)"
+        print(f"napari-fcnseg: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
