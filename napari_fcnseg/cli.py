@@ -101,7 +101,7 @@ def _output_path(case: Path, out_dir: Path) -> Path:
 
 def _predict_one(model, src: Path, dst: Path, args) -> None:
     from .core.predict import predict_iter
-    from .io import write_image, write_labels
+    from .io import write_labels
 
     volume = _read(src)
     _check_segmentable(volume)
@@ -113,8 +113,23 @@ def _predict_one(model, src: Path, dst: Path, args) -> None:
                         probabilities="uint8" if args.probabilities else None)
     result = _drive(work, f"segmenting {src.name}")
     if args.probabilities:
-        write_image(args.probabilities, result.probabilities, spacing=None)
+        _write_probabilities(Path(args.probabilities), result.probabilities)
     write_labels(dst, result.labels, like=volume)
+
+
+def _write_probabilities(path: Path, probabilities) -> None:
+    """Write (class, ...) uint8 probabilities as an ImageJ hyperstack TIFF, atomically."""
+    import tifffile
+
+    from .io.volume import atomic_write
+
+    axes = "CZYX"[-probabilities.ndim:] if probabilities.ndim <= 4 else None
+    if axes is None:
+        raise CliError("--probabilities supports 2D and 3D images only")
+    data = probabilities if "Z" in axes else probabilities[:, None]
+    data = data.transpose(1, 0, 2, 3)  # ImageJ order: Z, C, Y, X
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, imagej=True,
+                                                     metadata={"axes": "ZCYX"}))
 
 
 def cmd_predict(args) -> int:

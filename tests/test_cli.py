@@ -1,0 +1,158 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_fcnseg.cli import main
+from napari_fcnseg.core.nets import NetworkConfig, build_network
+from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume
+from napari_fcnseg.core.store import ModelStore
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_FCNSEG_MODEL_DIR", str(tmp_path / "models"))
+    torch.manual_seed(0)
+    s = ModelStore()
+    s.save(build_network(NetworkConfig(base=4, depth=2)), "tiny", {"classes": list(CLASS_NAMES)})
+    return s
+
+
+@pytest.fixture
+def case(tmp_path):
+    ph = generate_volume("CT", (4, 64, 64), 3)
+    img, lab = tmp_path / "ct.tif", tmp_path / "ct_ref.tif"
+    tifffile.imwrite(img, ph.image, photometric="minisblack")
+    tifffile.imwrite(lab, ph.labels, photometric="minisblack")
+    return img, lab, ph
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_predict_writes_uint8_labels_of_the_input_shape(store, case, tmp_path, capsys):
+    img, _, ph = case
+    out, probs = tmp_path / "pred.tif", tmp_path / "probs.tif"
+    code, stdout, _ = run(capsys, "predict", str(img), str(out), "--model", "tiny",
+                          "--probabilities", str(probs))
+    assert code == 0 and "wrote" in stdout
+    labels = tifffile.imread(out)
+    assert labels.shape == ph.image.shape and labels.dtype == np.uint8
+    p = tifffile.imread(probs)
+    assert p.dtype == np.uint8 and p.shape == (4, 3, 64, 64)  # ImageJ order: Z, C, Y, X
+    assert np.abs(p.astype(int).sum(axis=1) - 255).max() <= 2
+
+
+def test_predict_with_the_bundled_model_finds_the_organ(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NAPARI_FCNSEG_MODEL_DIR", str(tmp_path / "empty-store"))
+    img, ref, _ = case
+    out = tmp_path / "pred.tif"
+    assert run(capsys, "predict", str(img), str(out))[0] == 0
+    code, stdout, _ = run(capsys, "evaluate", str(out), str(ref), "--json")
+    report = json.loads(stdout)
+    organ = next(r for r in report["classes"] if r["class"] == 1)
+    assert code == 0 and organ["dice"] > 0.5
+
+
+def test_evaluate_reports_dice_counts_and_volumes(case, tmp_path, capsys):
+    _, ref, ph = case
+    pred = ph.labels.copy()
+    pred[pred == 2] = 1
+    pred_path = tmp_path / "pred.tif"
+    tifffile.imwrite(pred_path, pred, photometric="minisblack")
+    code, stdout, _ = run(capsys, "evaluate", str(pred_path), str(ref), "--json")
+    rows = {r["class"]: r for r in json.loads(stdout)["classes"]}
+    assert code == 0 and rows[2]["dice"] == 0.0 and rows[2]["voxels_pred"] == 0
+    n1 = int((ph.labels == 1).sum())
+    assert rows[1]["voxels_ref"] == n1
+    assert rows[1]["dice"] == pytest.approx(2 * n1 / (n1 + (pred == 1).sum()), abs=1e-4)
+    code, table, _ = run(capsys, "evaluate", str(pred_path), str(ref))
+    assert code == 0 and "Dice" in table and "mL" in table
+
+
+def test_finetune_saves_a_model_with_lineage(store, case, capsys):
+    img, lab, _ = case
+    code, stdout, _ = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
+                          "--slices", "1,2", "--base", "tiny", "--name", "mine", "--steps", "3")
+    assert code == 0 and "saved model 'mine'" in stdout
+    md = ModelStore().load("mine").metadata
+    assert md["parent"] == "tiny" and md["slices"] == [1, 2]
+    assert md["num_annotated_slices"] == 2 and md["hyperparameters"]["steps"] == 3
+
+
+def test_models_list_export_import_delete(store, tmp_path, capsys):
+    code, stdout, _ = run(capsys, "models", "list")
+    assert code == 0 and "bundled" in stdout and "tiny" in stdout
+    exported = tmp_path / "tiny-export.pt"
+    assert run(capsys, "models", "export", "tiny", str(exported))[0] == 0
+    assert exported.is_file()
+    code, stdout, _ = run(capsys, "models", "import", str(exported), "--as", "copy")
+    assert code == 0 and "copy" in ModelStore().names()
+    assert run(capsys, "models", "delete", "copy")[0] == 0
+    assert "copy" not in ModelStore().names()
+    code, _, err = run(capsys, "models", "delete", "bundled")
+    assert code != 0 and "bundled" in err
+
+
+@pytest.mark.parametrize("problem", ["missing", "not-image", "mismatch", "unknown-model",
+                                     "bad-slices", "4d"])
+def test_bad_input_gives_one_plain_line_and_no_output(problem, store, case, tmp_path, capsys):
+    img, lab, _ = case
+    out = tmp_path / "out.tif"
+    if problem == "missing":
+        args = ["predict", str(tmp_path / "nope.tif"), str(out)]
+    elif problem == "not-image":
+        junk = tmp_path / "junk.tif"
+        junk.write_bytes(b"this is not a TIFF file at all")
+        args = ["predict", str(junk), str(out), "--model", "tiny"]
+    elif problem == "mismatch":
+        small = tmp_path / "small.tif"
+        tifffile.imwrite(small, np.zeros((4, 32, 32), np.uint8), photometric="minisblack")
+        args = ["finetune", "--image", str(img), "--labels", str(small), "--name", "x",
+                "--base", "tiny"]
+    elif problem == "unknown-model":
+        args = ["predict", str(img), str(out), "--model", "no-such-model"]
+    elif problem == "bad-slices":
+        args = ["finetune", "--image", str(img), "--labels", str(lab), "--slices", "1,x",
+                "--name", "y", "--base", "tiny"]
+    else:
+        five = tmp_path / "five.tif"
+        tifffile.imwrite(five, np.zeros((2, 2, 2, 2, 8, 8), np.int16), photometric="minisblack")
+        args = ["predict", str(five), str(out), "--model", "tiny"]
+    code, _, err = run(capsys, *args)
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("napari-fcnseg: error:"), err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_debug_flag_shows_the_traceback(store, tmp_path, capsys):
+    with pytest.raises(Exception):
+        main(["--debug", "predict", str(tmp_path / "nope.tif"), str(tmp_path / "o.tif")])
+
+
+def test_batch_folder_skips_bad_cases_and_keeps_going(store, case, tmp_path, capsys):
+    img, _, ph = case
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    tifffile.imwrite(cases / "a.tif", ph.image, photometric="minisblack")
+    (cases / "b.tif").write_bytes(b"broken")
+    tifffile.imwrite(cases / "c.tif", ph.image[:2], photometric="minisblack")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "predict", str(cases), str(out), "--model", "tiny")
+    assert code == 1 and "skipped b.tif" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "c_labels.tif"]
+
+
+def test_console_script_runs_as_a_program():
+    res = subprocess.run([sys.executable, "-m", "napari_fcnseg.cli", "--help"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and "predict" in res.stdout and "finetune" in res.stdout
