@@ -1,0 +1,281 @@
+"""Review state of a Labels layer: which slices the model wrote, and which a person owns.
+
+A slice is *edited* when its content no longer matches what the model wrote there (or, for a
+slice the model never wrote, when it holds any label at all), and *reviewed* when a person
+marked it as checked. Edited and reviewed slices together are *protected*: a new prediction
+never overwrites them unless asked to, and they are the ones fine-tuning learns from.
+
+Slices are counted as in :mod:`napari_fcnseg.core.predict`: index ``k`` of
+``labels.reshape(-1, Y, X)``, i.e. ``z`` for a 3D volume, ``t * Z + z`` for a 4D one and ``0``
+for a 2D image. The state is stored JSON-friendly under ``layer.metadata[METADATA_KEY]``.
+
+This module is pure numpy: no Qt, napari or torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METADATA_KEY = "napari-fcnseg"
+STATE_VERSION = 1
+_DIGEST_SIZE = 16
+
+
+@dataclass
+class ReviewState:
+    """What the model wrote into a Labels layer, and what a person has reviewed.
+
+    Attributes
+    ----------
+    model : str
+        Name of the model that last wrote into the layer ("" when none has).
+    predicted : dict of int to str
+        Slice index -> digest of the slice exactly as the model wrote it.
+    reviewed : set of int
+        Slices a person marked as reviewed (accepted or corrected).
+    classes : list of str
+        Class names, background first; label value ``i`` means ``classes[i]``.
+    """
+
+    model: str = ""
+    predicted: dict[int, str] = field(default_factory=dict)
+    reviewed: set[int] = field(default_factory=set)
+    classes: list[str] = field(default_factory=list)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Return the state as a JSON-serialisable dict (slice keys become strings)."""
+        return {
+            "version": STATE_VERSION,
+            "model": self.model,
+            "predicted": {str(k): v for k, v in sorted(self.predicted.items())},
+            "reviewed": sorted(int(k) for k in self.reviewed),
+            "classes": list(self.classes),
+        }
+
+    @classmethod
+    def from_metadata(cls, md: dict[str, Any] | None) -> ReviewState | None:
+        """Rebuild a state from :meth:`to_metadata` output.
+
+        Parameters
+        ----------
+        md : dict or None
+            Either the dict written by :meth:`to_metadata`, or a layer's whole ``metadata``
+            holding it under :data:`METADATA_KEY`.
+
+        Returns
+        -------
+        ReviewState or None
+            None when ``md`` holds no state or the state is malformed.
+        """
+        if not isinstance(md, dict):
+            return None
+        if METADATA_KEY in md:
+            md = md[METADATA_KEY]
+            if not isinstance(md, dict):
+                return None
+        if "predicted" not in md and "reviewed" not in md:
+            return None
+        try:
+            predicted = {int(k): str(v) for k, v in dict(md.get("predicted") or {}).items()}
+            reviewed = {int(k) for k in md.get("reviewed") or ()}
+            classes = [str(c) for c in md.get("classes") or ()]
+            model = str(md.get("model") or "")
+        except (TypeError, ValueError):
+            return None
+        return cls(model=model, predicted=predicted, reviewed=reviewed, classes=classes)
+
+    def mark_reviewed(self, slices: Iterable[int], reviewed: bool = True) -> None:
+        """Add ``slices`` to (or, with ``reviewed=False``, remove them from) :attr:`reviewed`."""
+        chosen = {int(k) for k in slices}
+        if reviewed:
+            self.reviewed |= chosen
+        else:
+            self.reviewed -= chosen
+
+
+def slice_count(shape: tuple[int, ...]) -> int:
+    """Return the number of 2D slices in an array of ``shape`` (1 for a 2D image).
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` has fewer than two axes.
+    """
+    if len(shape) < 2:
+        raise ValueError(f"expected at least 2 axes, got shape {tuple(shape)}")
+    return int(np.prod(shape[:-2], dtype=np.int64))
+
+
+def slice_index(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """Return the leading-axes index of slice ``k`` in an array of ``shape``.
+
+    ``array[slice_index(shape, k)]`` is the (Y, X) slice ``k``; assigning to it writes into
+    ``array`` itself, whatever its memory layout.
+
+    Raises
+    ------
+    IndexError
+        If ``k`` is not a slice of ``shape``.
+    """
+    n = slice_count(shape)
+    if not 0 <= int(k) < n:
+        raise IndexError(f"slice {k} is outside 0..{n - 1}")
+    if len(shape) == 2:
+        return ()
+    return tuple(int(i) for i in np.unravel_index(int(k), tuple(shape[:-2])))
+
+
+def _digest(plane: np.ndarray) -> str:
+    """Digest of one slice's label values, independent of the integer dtype holding them."""
+    plane = np.asarray(plane)
+    if plane.dtype == np.bool_:
+        plane = plane.view(np.uint8)
+    elif plane.dtype.kind in "iu" and plane.dtype != np.uint8:
+        if plane.size and plane.min() >= 0 and plane.max() <= 255:
+            plane = plane.astype(np.uint8)
+        else:
+            plane = plane.astype("<i8")
+    elif plane.dtype.kind == "f":
+        plane = plane.astype("<f8")
+    data = np.ascontiguousarray(plane)
+    h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+    h.update(str(data.shape).encode())
+    h.update(data.dtype.str.encode())
+    h.update(data.tobytes())
+    return h.hexdigest()
+
+
+def _chosen(shape: tuple[int, ...], slices: Iterable[int] | None) -> list[int]:
+    n = slice_count(shape)
+    if slices is None:
+        return list(range(n))
+    chosen = sorted({int(k) for k in slices})
+    bad = [k for k in chosen if not 0 <= k < n]
+    if bad:
+        raise IndexError(f"slices {bad} are outside 0..{n - 1}")
+    return chosen
+
+
+def slice_digests(labels: np.ndarray, slices: Iterable[int] | None = None) -> dict[int, str]:
+    """Return slice index -> digest of its current content.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (Y, X), (Z, Y, X) or (..., Z, Y, X) integer labels.
+    slices : iterable of int, optional
+        Only these slices; default all.
+    """
+    shape = tuple(labels.shape)
+    return {k: _digest(labels[slice_index(shape, k)]) for k in _chosen(shape, slices)}
+
+
+def edited_slices(
+    labels: np.ndarray, state: ReviewState, slices: Iterable[int] | None = None
+) -> list[int]:
+    """Return the slices whose content differs from what the model wrote there.
+
+    A slice the model never wrote counts as edited as soon as it holds any non-zero label.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The labels as they are now.
+    state : ReviewState
+        The layer's review state.
+    slices : iterable of int, optional
+        Only look at these slices; default all.
+    """
+    shape = tuple(labels.shape)
+    edited = []
+    for k in _chosen(shape, slices):
+        plane = np.asarray(labels[slice_index(shape, k)])
+        written = state.predicted.get(k)
+        if written is None:
+            if plane.any():
+                edited.append(k)
+        elif _digest(plane) != written:
+            edited.append(k)
+    return edited
+
+
+def protected_slices(
+    labels: np.ndarray, state: ReviewState, slices: Iterable[int] | None = None
+) -> list[int]:
+    """Return the slices a prediction must not overwrite: edited ones and reviewed ones.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The labels as they are now.
+    state : ReviewState
+        The layer's review state.
+    slices : iterable of int, optional
+        Only look at these slices; default all.
+    """
+    shape = tuple(labels.shape)
+    chosen = _chosen(shape, slices)
+    reviewed = state.reviewed & set(chosen)
+    return sorted(set(edited_slices(labels, state, chosen)) | reviewed)
+
+
+def merge_prediction(
+    labels: np.ndarray,
+    prediction: np.ndarray,
+    slices: Iterable[int],
+    state: ReviewState,
+    model_name: str,
+    overwrite_protected: bool = False,
+) -> list[int]:
+    """Write ``prediction`` into ``labels`` in place on ``slices``, sparing protected ones.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The layer's labels, modified in place.
+    prediction : numpy.ndarray
+        Model output with the same shape as ``labels``.
+    slices : iterable of int
+        Slices that were predicted.
+    state : ReviewState
+        Updated in place: digests of written slices and the model name. A reviewed slice that
+        is overwritten (only with ``overwrite_protected``) is no longer reviewed.
+    model_name : str
+        Name of the model that made ``prediction``.
+    overwrite_protected : bool
+        Also overwrite edited and reviewed slices.
+
+    Returns
+    -------
+    list of int
+        The slices written, ascending.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or the prediction holds labels that ``labels`` cannot store.
+    """
+    shape = tuple(labels.shape)
+    if tuple(prediction.shape) != shape:
+        raise ValueError(
+            f"prediction shape {tuple(prediction.shape)} does not match labels shape {shape}")
+    chosen = _chosen(shape, slices)
+    skip = set() if overwrite_protected else set(protected_slices(labels, state, chosen))
+    todo = [k for k in chosen if k not in skip]
+    dtype = np.dtype(labels.dtype)
+    if todo and dtype.kind in "iu":
+        top = max(int(np.asarray(prediction[slice_index(shape, k)]).max()) for k in todo)
+        if top > np.iinfo(dtype).max:
+            raise ValueError(f"labels of dtype {dtype} cannot hold label {top}")
+    for k in todo:
+        idx = slice_index(shape, k)
+        labels[idx] = np.asarray(prediction[idx]).astype(dtype, copy=False)
+        state.predicted[k] = _digest(labels[idx])
+    state.reviewed -= set(todo)
+    state.model = model_name
+    return todo

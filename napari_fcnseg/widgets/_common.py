@@ -1,0 +1,145 @@
+"""Plumbing shared by the plugin's widgets: notifications, events, layer checks."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from psygnal import Signal
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+    from .segment import SegmentWidget
+
+
+class _PluginEvents:
+    """Holder for the plugin-wide signals (psygnal needs a class to declare them)."""
+
+    models_changed = Signal()
+
+
+_EVENTS = _PluginEvents()
+
+#: Emitted (on the main thread) after the model store changed: a model was saved, deleted,
+#: renamed or imported, or the store was reset. Widgets listing models refresh on it.
+models_changed = _EVENTS.models_changed
+
+_SEGMENT_WIDGETS: weakref.WeakValueDictionary[int, SegmentWidget] = weakref.WeakValueDictionary()
+
+
+def notify_error(message: str) -> None:
+    """Show ``message`` to the user as a napari error notification."""
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def notify_info(message: str) -> None:
+    """Show ``message`` to the user as a napari information notification."""
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def is_alive(widget: Any) -> bool:
+    """Return False once the Qt object behind ``widget`` has been deleted."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
+
+
+def register_segment_widget(viewer: napari.Viewer, widget: SegmentWidget) -> None:
+    """Remember ``widget`` as the Segment widget of ``viewer`` (weakly)."""
+    _SEGMENT_WIDGETS[id(viewer)] = widget
+
+
+def segment_widget(viewer: napari.Viewer) -> SegmentWidget | None:
+    """Return the Segment widget docked in ``viewer``, or None when there is none."""
+    widget = _SEGMENT_WIDGETS.get(id(viewer))
+    if widget is None or getattr(widget, "viewer", None) is not viewer:
+        return None
+    return widget
+
+
+def image_layers(viewer: napari.Viewer) -> list[Image]:
+    """Return the viewer's Image layers, bottom to top."""
+    from napari.layers import Image
+
+    return [layer for layer in viewer.layers if isinstance(layer, Image)]
+
+
+def validate_image_layer(layer: Any) -> str | None:
+    """Return why ``layer`` cannot be segmented, in plain words, or None when it can.
+
+    Parameters
+    ----------
+    layer : napari layer or None
+        The layer chosen for segmentation.
+    """
+    from napari.layers import Image
+
+    if layer is None:
+        return "Choose an image layer to segment first."
+    if not isinstance(layer, Image):
+        return (f"'{layer.name}' is a {type(layer).__name__} layer; "
+                "choose an image layer (a CT or MR scan) to segment.")
+    if getattr(layer, "rgb", False):
+        return (f"'{layer.name}' is a colour (RGB/RGBA) image; the network segments "
+                "grayscale CT/MR images only.")
+    if getattr(layer, "multiscale", False):
+        return f"'{layer.name}' is a multiscale image, which cannot be segmented yet."
+    data = layer.data
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) < 2 or int(np.prod(shape)) == 0:
+        return f"'{layer.name}' holds no image data (shape {shape})."
+    dtype = np.dtype(getattr(data, "dtype", np.float64))
+    if dtype == np.bool_:
+        return (f"'{layer.name}' is a yes/no (boolean) mask, not an image; "
+                "choose the CT or MR scan instead.")
+    if dtype.kind not in "iuf":
+        return f"'{layer.name}' holds {dtype} values, not numbers; it cannot be segmented."
+    return None
+
+
+def find_labels_layer(viewer: napari.Viewer, image: Image) -> Labels | None:
+    """The Labels layer holding ``image``'s segmentation, or None when there is none yet.
+
+    That is the layer named ``"<image> labels"`` (or napari's ``"<image> labels [n]"`` when the
+    name was taken) whose shape equals the image's; the exact name wins.
+    """
+    from napari.layers import Labels
+
+    base = f"{image.name} labels"
+    candidates = [layer for layer in viewer.layers if isinstance(layer, Labels)
+                  and (layer.name == base or layer.name.startswith(base + " ["))]
+    candidates.sort(key=lambda layer: layer.name != base)
+    for layer in candidates:
+        if tuple(layer.data.shape) == tuple(image.data.shape):
+            return layer
+    return None
+
+
+def current_slice(viewer: napari.Viewer, layer: Any) -> int:
+    """Index of the slice of ``layer`` shown now, counted as in :mod:`napari_fcnseg.core.predict`.
+
+    The slice runs along the layer's axis -3 (and its leading axes for 4D data); 2D data has
+    only slice 0.
+    """
+    shape = tuple(layer.data.shape)
+    if len(shape) == 2:
+        return 0
+    position = layer.world_to_data(viewer.dims.point)
+    lead = [int(np.clip(round(float(p)), 0, n - 1))
+            for p, n in zip(position[-len(shape):-2], shape[:-2], strict=True)]
+    return int(np.ravel_multi_index(lead, shape[:-2]))
+
+
+def layer_geometry(layer: Any) -> dict[str, Any]:
+    """Keyword arguments that place a new layer exactly over ``layer``."""
+    return {"scale": layer.scale, "translate": layer.translate, "units": layer.units,
+            "axis_labels": layer.axis_labels}

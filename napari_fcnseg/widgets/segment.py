@@ -1,0 +1,435 @@
+"""The "Segment" dock widget: run a stored model on an image layer into an editable Labels layer.
+
+Prediction runs in a napari thread worker, so the viewer stays responsive; the result is merged
+into the labels on the main thread with :func:`napari_fcnseg.core.review.merge_prediction`, so
+slices a person edited or reviewed are never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fcnseg._reader import MODALITY_KEY, SOURCE_KEY
+from napari_fcnseg.core.review import (
+    METADATA_KEY,
+    ReviewState,
+    merge_prediction,
+    slice_count,
+    slice_index,
+)
+
+from ._common import (
+    current_slice,
+    find_labels_layer,
+    image_layers,
+    is_alive,
+    layer_geometry,
+    models_changed,
+    notify_error,
+    register_segment_widget,
+    validate_image_layer,
+)
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+SCOPES = {"Whole volume": "volume", "Current slice": "slice"}
+PROBABILITY_KEY = "napari-fcnseg-probability"
+PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
+
+
+class SegmentError(RuntimeError):
+    """A segmentation could not start or finish; the message says why in plain words."""
+
+
+def _predict_work(net: Any, data: Any, slices: list[int] | None, modality: str,
+                  probabilities: bool, device: str, batch_size: int):
+    """Generator run in the worker thread: normalise the whole image, then predict."""
+    from napari_fcnseg.core.normalize import fit_normalizer
+    from napari_fcnseg.core.predict import predict_iter
+
+    image = np.asarray(data)
+    normalizer = fit_normalizer(image, modality)
+    return (yield from predict_iter(
+        net, image, slices=slices, normalizer=normalizer, batch_size=batch_size,
+        probabilities="uint8" if probabilities else None, device=device))
+
+
+class SegmentWidget(QWidget):
+    """Segment the chosen image layer with a stored model.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer this widget is docked in.
+    """
+
+    batch_size = 4
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        from napari_fcnseg.core.device import available_devices
+
+        self.viewer = napari_viewer
+        self._models: dict[str, Any] = {}
+        self._worker: Any = None
+        self._future: concurrent.futures.Future | None = None
+        self._cancel_requested = False
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(list(SCOPES))
+        self.probability_check = QCheckBox("Add probability layer")
+        self.overwrite_check = QCheckBox("Overwrite edited/reviewed slices")
+        self.overwrite_check.setToolTip(
+            "Off: slices you painted or marked as reviewed keep your labels.")
+        self.segment_button = QPushButton("Segment")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setValue(0)
+        self.status_label = QLabel("Ready.")
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        for label, combo in (("Image", self.image_combo), ("Model", self.model_combo),
+                             ("Device", self.device_combo), ("Scope", self.scope_combo)):
+            form.addRow(label, combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for widget in (self.probability_check, self.overwrite_check):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        for widget in (self.progress_bar, self.status_label):
+            layout.addWidget(widget)
+        layout.addStretch(1)
+
+        self.segment_button.clicked.connect(
+            lambda: self.segment(SCOPES[self.scope_combo.currentText()]))
+        self.cancel_button.clicked.connect(self.cancel)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._on_layers_changed)
+        models_changed.connect(self._on_models_changed)
+        register_segment_widget(self.viewer, self)
+        self.refresh_images()
+        self.refresh_models()
+
+    # ----------------------------------------------------------------- layers and models
+    def refresh_images(self) -> None:
+        """Re-list the viewer's image layers, keeping the current choice when it still exists."""
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in image_layers(self.viewer)
+                 if not layer.metadata.get(PROBABILITY_KEY)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        if not is_alive(self):
+            return
+        if event is not None and getattr(event, "type", "") == "inserted":
+            event.value.events.name.connect(self._on_layers_changed)
+        self.refresh_images()
+
+    def refresh_models(self) -> None:
+        """Re-list the stored models, keeping the current choice or else the default model."""
+        from napari_fcnseg.core.store import ModelError, ModelStore
+
+        current = self.model_combo.currentText()
+        try:
+            store = ModelStore()
+            infos = store.list()
+            default = store.default()
+        except (ModelError, OSError) as exc:
+            notify_error(f"Cannot read the model store: {exc}")
+            return
+        names = [info.name for info in infos]
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for i, info in enumerate(infos):
+            self.model_combo.addItem(info.name)
+            classes = ", ".join(info.metadata.get("classes", [])) or "unknown classes"
+            note = "" if info.available else " (weights missing)"
+            self.model_combo.setItemData(
+                i, f"{info.name}: {classes}{note}", Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.setCurrentText(current if current in names else default)
+        self.model_combo.blockSignals(False)
+
+    def _on_models_changed(self) -> None:
+        if not is_alive(self):
+            models_changed.disconnect(self._on_models_changed)
+            return
+        self._models.clear()
+        self.refresh_models()
+
+    def select_model(self, name: str) -> bool:
+        """Choose the model ``name``; returns False (with a notification) when it is unknown."""
+        if self.model_combo.findText(name) < 0:
+            self.refresh_models()
+        if self.model_combo.findText(name) < 0:
+            notify_error(f"There is no model named '{name}'.")
+            return False
+        self.model_combo.setCurrentText(name)
+        return True
+
+    @property
+    def model_name(self) -> str:
+        """Name of the chosen model."""
+        return self.model_combo.currentText()
+
+    @property
+    def image_layer(self) -> Image | None:
+        """The chosen image layer, or None."""
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @image_layer.setter
+    def image_layer(self, layer: Image | str) -> None:
+        self.refresh_images()
+        self.image_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
+
+    @property
+    def labels_layer(self) -> Labels | None:
+        """The Labels layer receiving the chosen image's segmentation, if it exists yet."""
+        image = self.image_layer
+        return None if image is None else find_labels_layer(self.viewer, image)
+
+    def current_slice(self, image: Image | None = None) -> int:
+        """Index (as in :mod:`napari_fcnseg.core.predict`) of the slice shown for ``image``."""
+        return current_slice(self.viewer, image or self.image_layer)
+
+    def _load_model(self, name: str) -> Any:
+        from napari_fcnseg.core.store import ModelError, ModelStore
+
+        if name not in self._models:
+            try:
+                self._models[name] = ModelStore().load(name)
+            except (ModelError, OSError) as exc:
+                raise SegmentError(f"Cannot load model '{name}': {exc}") from exc
+        return self._models[name]
+
+    # ----------------------------------------------------------------------- segmentation
+    @property
+    def busy(self) -> bool:
+        """True while a segmentation runs."""
+        return self._worker is not None
+
+    def _fail(self, future: concurrent.futures.Future, message: str) -> concurrent.futures.Future:
+        notify_error(message)
+        self.status_label.setText(message)
+        if not future.done():
+            future.set_exception(SegmentError(message))
+        return future
+
+    def _check(self, image: Image, scope: str, slices: list[int] | None):
+        """Validate the request; return (loaded model, slices) or raise SegmentError."""
+        problem = validate_image_layer(image)
+        if problem:
+            raise SegmentError(problem)
+        shape = tuple(image.data.shape)
+        n = slice_count(shape)
+        if slices is not None:
+            slices = sorted({int(k) for k in slices})
+            if not slices or slices[0] < 0 or slices[-1] >= n:
+                raise SegmentError(f"Slices must lie between 0 and {n - 1}.")
+        elif scope == "slice":
+            slices = [self.current_slice(image)]
+        elif scope != "volume":
+            raise SegmentError(f"Unknown scope '{scope}'; use 'volume' or 'slice'.")
+        name = self.model_name
+        if not name:
+            raise SegmentError("No model is available; import or train one in the Models panel.")
+        loaded = self._load_model(name)
+        labels = find_labels_layer(self.viewer, image)
+        if labels is not None:
+            if not isinstance(labels.data, np.ndarray) or labels.data.dtype.kind not in "iu":
+                raise SegmentError(f"'{labels.name}' is not an in-memory integer labels array; "
+                                   "rename or delete it to segment into a new layer.")
+            top = int(labels.data.max()) if labels.data.size else 0
+            classes = loaded.class_names
+            if top >= len(classes):
+                raise SegmentError(
+                    f"'{labels.name}' contains label {top}, but model '{name}' knows only "
+                    f"{len(classes)} classes ({', '.join(classes)}). Choose a model with "
+                    "matching classes, or rename the labels layer to start a new one.")
+        return loaded, slices
+
+    def segment(self, scope: str = "volume",
+                slices: list[int] | None = None) -> concurrent.futures.Future:
+        """Segment the chosen image in the background.
+
+        Parameters
+        ----------
+        scope : {"volume", "slice"}
+            The whole image, or only the slice currently shown.
+        slices : list of int, optional
+            Explicit slices (as in :mod:`napari_fcnseg.core.predict`); overrides ``scope``.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Resolves to the list of slices written once the labels are merged; holds a
+            :class:`SegmentError` when the request was refused or failed, and is cancelled by
+            :meth:`cancel`. Errors are also shown as notifications.
+        """
+        from napari.qt.threading import create_worker
+
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if self.busy:
+            return self._fail(future, "A segmentation is already running; wait or cancel it.")
+        image = self.image_layer
+        try:
+            loaded, slices = self._check(image, scope, slices)
+        except SegmentError as exc:
+            return self._fail(future, str(exc))
+        modality = str(image.metadata.get(MODALITY_KEY, "auto"))
+        worker = create_worker(
+            _predict_work, loaded.net, image.data, slices, modality,
+            self.probability_check.isChecked(), self.device_combo.currentText(),
+            self.batch_size, _ignore_errors=True,
+            _progress={"total": 0, "desc": f"Segmenting {image.name}"})
+        request = {"image": image, "model": self.model_name, "classes": loaded.class_names,
+                   "overwrite": self.overwrite_check.isChecked()}
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(lambda result: self._on_returned(result, request, future))
+        worker.errored.connect(lambda exc: self._fail(future, f"Segmentation failed: {exc}"))
+        worker.finished.connect(lambda: self._on_finished(future))
+        self._worker, self._future, self._cancel_requested = worker, future, False
+        self._set_busy(True)
+        count = "all" if slices is None else str(len(slices))
+        self.status_label.setText(f"Segmenting {count} slice(s) of '{image.name}' "
+                                  f"with '{self.model_name}'...")
+        worker.start()
+        return future
+
+    def cancel(self) -> None:
+        """Stop the running segmentation after the current batch; the labels stay untouched."""
+        if self._worker is None:
+            return
+        self._cancel_requested = True
+        self._worker.quit()
+        self.status_label.setText("Cancelling...")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.segment_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        if busy:
+            self.progress_bar.setRange(0, 0)
+
+    def _on_yielded(self, record: Any) -> None:
+        if not is_alive(self) or self._cancel_requested:
+            return
+        self.progress_bar.setRange(0, max(1, record.total))
+        self.progress_bar.setValue(record.step)
+        self.status_label.setText(record.message)
+        pbar = getattr(self._worker, "pbar", None)
+        if pbar is not None:
+            if pbar.total != record.total:
+                pbar.total = record.total
+            pbar.update(record.step - pbar.n)
+
+    def _on_finished(self, future: concurrent.futures.Future) -> None:
+        self._worker = None
+        if not future.done():
+            future.cancel()
+        if not is_alive(self):
+            return
+        self._set_busy(False)
+        if future.cancelled():
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.status_label.setText("Cancelled; the labels were not changed.")
+
+    def _on_returned(self, prediction: Any, request: dict, future: concurrent.futures.Future
+                     ) -> None:
+        if self._cancel_requested or future.done() or not is_alive(self):
+            return
+        try:
+            written, kept, layer = self._merge(prediction, request)
+        except Exception as exc:  # any failure becomes a notification, never a crash
+            self._fail(future, f"Could not write the segmentation: {exc}")
+            return
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        message = f"Wrote {len(written)} slice(s) into '{layer.name}'"
+        if kept:
+            message += f"; kept {len(kept)} edited/reviewed slice(s) unchanged"
+        self.status_label.setText(message + ".")
+        future.set_result(written)
+
+    def _merge(self, prediction: Any, request: dict) -> tuple[list[int], list[int], Labels]:
+        """Merge ``prediction`` into the image's labels layer (created when missing)."""
+        image = request["image"]
+        if image not in self.viewer.layers:
+            raise SegmentError(f"the image layer '{image.name}' was removed meanwhile")
+        layer = find_labels_layer(self.viewer, image)
+        data = layer.data if layer is not None else np.zeros(image.data.shape, np.uint8)
+        metadata = layer.metadata if layer is not None else {}
+        state = ReviewState.from_metadata(metadata) or ReviewState()
+        state.classes = list(request["classes"])
+        written = merge_prediction(data, prediction.labels, prediction.slices, state,
+                                   request["model"], overwrite_protected=request["overwrite"])
+        kept = sorted(set(prediction.slices) - set(written))
+        if prediction.probabilities is not None:
+            self._show_probabilities(image, prediction, request["classes"])
+        if layer is None:
+            metadata = {METADATA_KEY: state.to_metadata()}
+            if SOURCE_KEY in image.metadata:
+                metadata[SOURCE_KEY] = image.metadata[SOURCE_KEY]
+            layer = self.viewer.add_labels(
+                data, name=f"{image.name} labels", **layer_geometry(image), metadata=metadata,
+                opacity=0.5)
+        else:
+            layer.metadata[METADATA_KEY] = state.to_metadata()
+            layer.refresh()
+        return written, kept, layer
+
+    def _show_probabilities(self, image: Image, prediction: Any, classes: list[str]) -> None:
+        """Write the foreground-class probabilities into one uint8 image layer per class."""
+        from napari.layers import Image as ImageLayer
+
+        shape = tuple(image.data.shape)
+        for c in range(1, prediction.probabilities.shape[0]):
+            cls = classes[c] if c < len(classes) else f"class {c}"
+            name = f"{image.name} {cls} probability"
+            probs = prediction.probabilities[c]
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            if isinstance(layer, ImageLayer) and tuple(layer.data.shape) == shape:
+                for k in prediction.slices:
+                    idx = slice_index(shape, k)
+                    layer.data[idx] = probs[idx]
+                layer.refresh()
+            else:
+                self.viewer.add_image(
+                    np.asarray(probs, np.uint8), name=name, **layer_geometry(image),
+                    colormap=PROBABILITY_COLORMAPS[(c - 1) % len(PROBABILITY_COLORMAPS)],
+                    contrast_limits=(0, 255), blending="additive", opacity=0.5,
+                    metadata={PROBABILITY_KEY: cls})
+

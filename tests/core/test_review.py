@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_fcnseg.core.review import (
+    METADATA_KEY,
+    ReviewState,
+    edited_slices,
+    merge_prediction,
+    protected_slices,
+    slice_count,
+    slice_digests,
+    slice_index,
+)
+
+
+def _prediction(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 3, shape).astype(np.uint8)
+
+
+def test_slice_count_and_index():
+    assert slice_count((64, 64)) == 1
+    assert slice_count((8, 64, 64)) == 8
+    assert slice_count((3, 8, 64, 64)) == 24
+    assert slice_index((64, 64), 0) == ()
+    assert slice_index((8, 64, 64), 5) == (5,)
+    assert slice_index((3, 8, 64, 64), 2 * 8 + 5) == (2, 5)
+    with pytest.raises(ValueError):
+        slice_count((5,))
+    with pytest.raises(IndexError):
+        slice_index((8, 64, 64), 8)
+
+
+def test_slice_index_matches_reshape_order():
+    a = np.arange(3 * 4 * 2 * 2).reshape(3, 4, 2, 2)
+    flat = a.reshape(-1, 2, 2)
+    for k in range(12):
+        np.testing.assert_array_equal(a[slice_index(a.shape, k)], flat[k])
+
+
+def test_digests_change_only_with_content_and_ignore_dtype():
+    labels = _prediction((4, 16, 16))
+    d = slice_digests(labels)
+    assert set(d) == {0, 1, 2, 3}
+    assert slice_digests(labels.astype(np.int32)) == d
+    assert slice_digests(labels, [2]) == {2: d[2]}
+    labels[2, 3, 3] = (labels[2, 3, 3] + 1) % 3
+    d2 = slice_digests(labels)
+    assert d2[2] != d[2]
+    assert {k: d2[k] for k in (0, 1, 3)} == {k: d[k] for k in (0, 1, 3)}
+
+
+def test_metadata_round_trip_is_json_friendly():
+    state = ReviewState("tiny", {0: "aa", 5: "bb"}, {5, 7}, ["background", "organ"])
+    md = json.loads(json.dumps(state.to_metadata()))
+    back = ReviewState.from_metadata(md)
+    assert back == state
+    assert ReviewState.from_metadata({METADATA_KEY: md, "other": 1}) == state
+    assert ReviewState.from_metadata({}) is None
+    assert ReviewState.from_metadata(None) is None
+    assert ReviewState.from_metadata({"predicted": {"x": "a"}}) is None
+    assert ReviewState.from_metadata({METADATA_KEY: "junk"}) is None
+
+
+def test_mark_reviewed():
+    state = ReviewState()
+    state.mark_reviewed([1, 2, 3])
+    state.mark_reviewed([2], reviewed=False)
+    assert state.reviewed == {1, 3}
+
+
+def test_merge_into_empty_labels_writes_all_and_records_digests():
+    labels = np.zeros((4, 16, 16), np.uint8)
+    pred = _prediction(labels.shape)
+    state = ReviewState(classes=["background", "organ", "lesion"])
+    written = merge_prediction(labels, pred, range(4), state, "m1")
+    assert written == [0, 1, 2, 3]
+    np.testing.assert_array_equal(labels, pred)
+    assert state.model == "m1"
+    assert state.predicted == slice_digests(labels)
+    assert edited_slices(labels, state) == []
+    assert protected_slices(labels, state) == []
+
+
+def test_edits_and_reviews_are_protected():
+    labels = np.zeros((6, 16, 16), np.uint8)
+    state = ReviewState()
+    merge_prediction(labels, _prediction(labels.shape, 1), range(6), state, "m1")
+    labels[1, :4, :4] = 2
+    labels[4] = 0
+    state.mark_reviewed([3])
+    assert edited_slices(labels, state) == [1, 4]
+    assert protected_slices(labels, state) == [1, 3, 4]
+    assert protected_slices(labels, state, [0, 1, 2]) == [1]
+    before = labels.copy()
+    new = _prediction(labels.shape, 2)
+    written = merge_prediction(labels, new, range(6), state, "m2")
+    assert written == [0, 2, 5]
+    for k in (1, 3, 4):
+        np.testing.assert_array_equal(labels[k], before[k])
+    for k in (0, 2, 5):
+        np.testing.assert_array_equal(labels[k], new[k])
+    assert state.model == "m2"
+    assert edited_slices(labels, state) == [1, 4]
+    assert state.reviewed == {3}
+
+
+def test_overwrite_protected_writes_everything_and_clears_review():
+    labels = np.zeros((3, 8, 8), np.uint8)
+    state = ReviewState()
+    merge_prediction(labels, _prediction(labels.shape, 1), range(3), state, "m1")
+    labels[0, 0, 0] = 1 if labels[0, 0, 0] != 1 else 2
+    state.mark_reviewed([2])
+    new = _prediction(labels.shape, 3)
+    written = merge_prediction(labels, new, [0, 1, 2], state, "m2", overwrite_protected=True)
+    assert written == [0, 1, 2]
+    np.testing.assert_array_equal(labels, new)
+    assert state.reviewed == set()
+    assert protected_slices(labels, state) == []
+
+
+def test_unpredicted_slices_count_as_edited_only_when_painted():
+    labels = np.zeros((4, 8, 8), np.uint8)
+    state = ReviewState()
+    merge_prediction(labels, _prediction(labels.shape), [0], state, "m")
+    assert edited_slices(labels, state) == []
+    labels[2, 1, 1] = 1
+    assert edited_slices(labels, state) == [2]
+    written = merge_prediction(labels, _prediction(labels.shape, 5), range(4), state, "m")
+    assert written == [0, 1, 3]
+    assert labels[2].sum() == 1
+
+
+def test_merge_only_touches_requested_slices_4d_and_non_contiguous():
+    base = np.zeros((2, 3, 8, 8), np.uint8)
+    labels = base.transpose(0, 1, 3, 2)  # a non-contiguous view: writes must reach `base`
+    pred = _prediction(labels.shape)
+    state = ReviewState()
+    written = merge_prediction(labels, pred, [4], state, "m")
+    assert written == [4]
+    np.testing.assert_array_equal(base[1, 1], pred[1, 1].T)
+    assert base.sum() == pred[1, 1].sum()
+    assert list(state.predicted) == [4]
+
+
+def test_merge_2d_and_errors():
+    labels = np.zeros((8, 8), np.uint8)
+    state = ReviewState()
+    assert merge_prediction(labels, np.ones((8, 8), np.uint8), [0], state, "m") == [0]
+    assert labels.all()
+    with pytest.raises(ValueError, match="shape"):
+        merge_prediction(labels, np.ones((4, 4), np.uint8), [0], state, "m")
+    with pytest.raises(IndexError):
+        merge_prediction(labels, np.ones((8, 8), np.uint8), [1], state, "m")
+    with pytest.raises(ValueError, match="cannot hold"):
+        merge_prediction(labels, np.full((8, 8), 300, np.int32), [0], state, "m",
+                         overwrite_protected=True)
