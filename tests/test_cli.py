@@ -7,7 +7,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_fcnseg.cli import main
+from napari_fcnseg.cli import CliError, main
 from napari_fcnseg.core.nets import NetworkConfig, build_network
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume
 from napari_fcnseg.core.store import ModelStore
@@ -135,7 +135,7 @@ def test_bad_input_gives_one_plain_line_and_no_output(problem, store, case, tmp_
 
 
 def test_debug_flag_shows_the_traceback(store, tmp_path, capsys):
-    with pytest.raises(Exception):
+    with pytest.raises(CliError, match="no such file"):
         main(["--debug", "predict", str(tmp_path / "nope.tif"), str(tmp_path / "o.tif")])
 
 

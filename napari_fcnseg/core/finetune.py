@@ -5,8 +5,8 @@ is trained on a copy, so stopping the generator (cancel) leaves the caller's mod
 BatchNorm statistics adapt to the user's image while training (this is what lets a network
 trained on one kind of scan settle on another); ``freeze_norm_stats`` keeps them fixed instead.
 Forgetting is held back by an L2 penalty that pulls every shared weight towards its starting
-value (L2-SP), so the network moves only as far as the corrections ask. A NaN or exploding loss stops
-training and restores the last good weights.
+value (L2-SP), so the network moves only as far as the corrections ask. A NaN or exploding loss
+stops training and restores the last good weights.
 """
 
 from __future__ import annotations
