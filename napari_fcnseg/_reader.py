@@ -95,6 +95,8 @@ def _to_layer(volume: Any) -> LayerDataTuple:
         "colormap": "gray",
         "metadata": metadata,
     }
+    if volume.origin is not None and len(volume.origin) == volume.data.ndim:
+        attrs["translate"] = tuple(float(o) for o in volume.origin)
     if is_ct:
         attrs["contrast_limits"] = CT_WINDOW
     return volume.data, attrs, "image"

@@ -1,8 +1,8 @@
 """A one-command demonstration: a generated scan, the plugin's panels and a first segmentation.
 
 ``napari-fcnseg demo`` opens napari with a generated CT-like (or MR-like) abdomen, docks the
-Segment, Review & Fine-tune and Models panels, segments the whole volume with the default
-model and shows a slice through the middle. With ``--screenshot PATH`` it saves a picture of
+Segment, Review and Fine-tune, Models and CT window panels, segments the whole volume with the
+default model and shows a slice through the middle. With ``--screenshot PATH`` it saves a picture of
 the window instead of staying open.
 """
 
@@ -61,8 +61,9 @@ def run_demo(screenshot: str | None = None, modality: str = "CT") -> int:
     (image, image_meta, _), _truth = generated_abdomen(modality)
     layer = viewer.add_image(image, **image_meta)  # no ground truth: the demo is the loop
     _, segment = _dock(viewer, "Segment")
-    review_dock, _ = _dock(viewer, "Review & Fine-tune")
+    review_dock, _ = _dock(viewer, "Review and Fine-tune")
     _dock(viewer, "Models", tabify=True)
+    _dock(viewer, "CT window", tabify=True)
     viewer.layers.selection.active = layer
 
     status = 0

@@ -1,9 +1,9 @@
-"""The "Fine-tune" dock widget: teach a stored model from the slices a person corrected.
+"""The "Review and Fine-tune" dock widget: teach a stored model from the slices a person corrected.
 
-It lists the slices of a Labels layer that a person edited or marked as reviewed (the review
-state lives in ``layer.metadata``, see :mod:`napari_fcnseg.core.review`), fine-tunes a copy of a
-stored model on exactly those slices in a napari thread worker, saves the result with its
-lineage, and can then re-segment the slices nobody reviewed with the new model.
+The review half, which lists the slices of a Labels layer that a person edited or marked as
+reviewed, is :class:`~._slice_review.SliceReviewWidget`. This module adds the rest: it
+fine-tunes a copy of a stored model on exactly those slices in a napari thread worker, saves the
+result with its lineage, and can then re-segment the slices nobody reviewed with the new model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -21,23 +21,12 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
-from napari_fcnseg.core.review import (
-    METADATA_KEY,
-    ReviewState,
-    edited_slices,
-    protected_slices,
-    slice_count,
-    slice_index,
-)
+from napari_fcnseg.core.review import protected_slices, slice_count
 
 from ._common import (
     is_alive,
@@ -47,23 +36,18 @@ from ._common import (
     segment_widget,
     validate_image_layer,
 )
+from ._slice_review import FinetuneError, SliceReviewWidget
 from .loss_plot import LossPlot
-from .segment import MODALITY_KEY, PROBABILITY_KEY
+from .segment import MODALITY_KEY
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Labels
+
+__all__ = ["CANCELLED_MESSAGE", "FinetuneCancelled", "FinetuneError", "FinetuneWidget",
+           "dice_table"]
 
 CANCELLED_MESSAGE = "Fine-tuning cancelled; the model is unchanged"
 MAX_LABEL = 255  # predictions are stored as uint8
-SLICE_ROLE = Qt.ItemDataRole.UserRole
-
-
-class FinetuneError(Exception):
-    """Fine-tuning could not start or failed; the message says why in plain words.
-
-    (Not a ``RuntimeError``: napari's thread worker takes those for a deleted worker.)
-    """
 
 
 class FinetuneCancelled(concurrent.futures.CancelledError):
@@ -95,8 +79,11 @@ def dice_table(before: dict[str, float], after: dict[str, float], n_slices: int)
             f"<tr><th align='left'>class</th><th>before</th><th>after</th></tr>{rows}</table>")
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(SliceReviewWidget):
     """Fine-tune a stored model on the edited and reviewed slices of a Labels layer.
+
+    The slice review (choice of image and labels, the list of slices to learn from, marking
+    slices reviewed) comes from :class:`~._slice_review.SliceReviewWidget`.
 
     Parameters
     ----------
@@ -105,10 +92,9 @@ class FinetuneWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
+        super().__init__(napari_viewer)
         from napari_fcnseg.core.finetune import FinetuneSettings
 
-        self.viewer = napari_viewer
         self._worker: Any = None
         self._future: concurrent.futures.Future | None = None
         self._cancelled = False
@@ -116,28 +102,10 @@ class FinetuneWidget(QWidget):
         self._saved: str | None = None
         self._t_first: float | None = None
         self._last_model: str | None = None
-        self._watched: Labels | None = None
-        self._point: tuple = ()
         self._auto_name = ""
-        self._timer = QTimer(self, singleShot=True, interval=250)
-        self._timer.timeout.connect(self.refresh)
 
         defaults = FinetuneSettings()
-        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
         self.model_combo = QComboBox()
-        self.slice_list = QListWidget()
-        self.slice_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.slice_list.setMaximumHeight(160)
-        self.summary_label = QLabel()
-        self.summary_label.setWordWrap(True)
-        self.goto_button = QPushButton("Go to slice")
-        self.mark_button = QPushButton("Mark current slice reviewed")
-        self.mark_button.setToolTip("The slice is correct as it is (also when it is empty): "
-                                    "learn from it and never overwrite it.")
-        self.unmark_button = QPushButton("Unmark")
-        self.unmark_button.setToolTip("Un-review the selected slices (or the current one). "
-                                      "Edited slices stay edited.")
-        self.refresh_button = QPushButton("Refresh")
         self.steps_spin = QSpinBox(minimum=1, maximum=100_000, value=defaults.steps)
         self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4,
                                       value=defaults.lr)
@@ -152,12 +120,6 @@ class FinetuneWidget(QWidget):
         self.result_label.setTextFormat(Qt.TextFormat.RichText)
         self.resegment_button = QPushButton("Re-segment unreviewed slices", enabled=False)
 
-        layers = QFormLayout()
-        layers.addRow("Image", self.image_combo)
-        layers.addRow("Labels", self.labels_combo)
-        slice_buttons = QHBoxLayout()
-        for button in (self.goto_button, self.unmark_button, self.refresh_button):
-            slice_buttons.addWidget(button)
         settings = QFormLayout()
         settings.addRow("Base model", self.model_combo)
         settings.addRow("Steps", self.steps_spin)
@@ -166,80 +128,24 @@ class FinetuneWidget(QWidget):
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.finetune_button)
         run_buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(layers)
-        layout.addWidget(QLabel("Slices to learn from:"))
-        layout.addWidget(self.slice_list)
-        layout.addWidget(self.summary_label)
-        layout.addWidget(self.mark_button)
-        layout.addLayout(slice_buttons)
-        layout.addLayout(settings)
-        layout.addLayout(run_buttons)
+        self._layout.addLayout(settings)
+        self._layout.addLayout(run_buttons)
         for widget in (self.progress_bar, self.status_label, self.loss_plot, self.result_label,
                        self.resegment_button):
-            layout.addWidget(widget)
-        layout.addStretch(1)
+            self._layout.addWidget(widget)
+        self._layout.addStretch(1)
 
-        self.image_combo.currentTextChanged.connect(self._on_image_changed)
-        self.labels_combo.currentTextChanged.connect(self._on_labels_changed)
-        self.slice_list.itemDoubleClicked.connect(
-            lambda item: self.go_to_slice(item.data(SLICE_ROLE)))
-        self.goto_button.clicked.connect(self._on_goto_clicked)
-        self.mark_button.clicked.connect(lambda: self.mark_reviewed())
-        self.unmark_button.clicked.connect(self._on_unmark_clicked)
-        self.refresh_button.clicked.connect(self.refresh)
         self.finetune_button.clicked.connect(lambda: self.finetune())
         self.cancel_button.clicked.connect(self.cancel)
         self.resegment_button.clicked.connect(lambda: self.resegment_unreviewed())
-        for event in ("inserted", "removed", "reordered"):
-            getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._on_layers_changed)
+        self.labels_changed.connect(self._select_base_model)
+        self.layers_chosen.connect(self._propose_name)
         models_changed.connect(self._on_models_changed)
-        self._on_layers_changed()
+        self._propose_name()
         self.refresh_models()
 
-    # ------------------------------------------------------------------ layers and models
-    @property
-    def image_layer(self) -> Image | None:
-        """The chosen image layer, or None."""
-        name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    @image_layer.setter
-    def image_layer(self, layer: Image | str) -> None:
-        self.image_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
-
-    @property
-    def labels_layer(self) -> Labels | None:
-        """The chosen Labels layer, or None."""
-        name = self.labels_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
-
-    @labels_layer.setter
-    def labels_layer(self, layer: Labels | str) -> None:
-        self.labels_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
-
-    def _on_layers_changed(self, event: Any = None) -> None:
-        from napari.layers import Image, Labels
-
-        if not is_alive(self):
-            return
-        if event is not None and getattr(event, "type", "") == "inserted":
-            event.value.events.name.connect(self._on_layers_changed)
-        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            names = [lay.name for lay in self.viewer.layers if isinstance(lay, kind)
-                     and not (kind is Image and lay.metadata.get(PROBABILITY_KEY))]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names[::-1])  # top layer first
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
-        self._on_labels_changed()
-
-    def _on_image_changed(self, name: str = "") -> None:
+    # ------------------------------------------------------------------------ models
+    def _propose_name(self) -> None:
         """Propose a free model name, unless the user typed their own."""
         from napari_fcnseg.core.store import ModelError, ModelStore
 
@@ -251,32 +157,6 @@ class FinetuneWidget(QWidget):
         except ModelError:  # an image name with no usable character
             self._auto_name = ModelStore().unique_name("finetuned")
         self.name_edit.setText(self._auto_name)
-
-    def _on_labels_changed(self, name: str = "") -> None:
-        labels = self.labels_layer
-        if self._watched is not labels:
-            events = ("paint", "data", "metadata", "set_data")
-            for event in events if self._watched is not None else ():
-                getattr(self._watched.events, event).disconnect(self._on_labels_event)
-            self._watched = labels
-            for event in events if labels is not None else ():
-                getattr(labels.events, event).connect(self._on_labels_event)
-            image = labels.name.removesuffix(" labels") if labels is not None else ""
-            if image and image != labels.name and image in self.viewer.layers:
-                self.image_layer = image
-            self._select_base_model()
-        self._on_image_changed()
-        self.refresh()
-
-    def _on_labels_event(self, event: Any = None) -> None:
-        """Schedule a refresh of the slice list when the labels change (not when slicing)."""
-        if not is_alive(self):
-            return
-        point = tuple(self.viewer.dims.point)
-        if getattr(event, "type", "") == "set_data" and point != self._point:
-            self._point = point  # the viewer moved to another slice; the data did not change
-            return
-        self._timer.start()
 
     def refresh_models(self) -> None:
         """Re-list the stored models usable as a starting point."""
@@ -315,143 +195,6 @@ class FinetuneWidget(QWidget):
             models_changed.disconnect(self._on_models_changed)
             return
         self.refresh_models()
-
-    # ----------------------------------------------------------------------- slices
-    def review_state(self, create: bool = False) -> ReviewState | None:
-        """The chosen Labels layer's review state; with ``create`` make one when it has none."""
-        labels = self.labels_layer
-        if labels is None:
-            return None
-        state = ReviewState.from_metadata(labels.metadata)
-        return ReviewState() if state is None and create else state
-
-    def _store_state(self, state: ReviewState) -> None:
-        self.labels_layer.metadata[METADATA_KEY] = state.to_metadata()
-        self.refresh()
-
-    def slice_status(self) -> dict[int, str]:
-        """Slice -> "edited", "reviewed" or "edited + reviewed", for every slice to learn from."""
-        labels = self.labels_layer
-        if labels is None or len(labels.data.shape) < 2 or not labels.data.size:
-            return {}
-        state = self.review_state(create=True)
-        edited = set(edited_slices(np.asarray(labels.data), state))
-        n = slice_count(tuple(labels.data.shape))
-        reviewed = {k for k in state.reviewed if 0 <= k < n}
-        names = {1: "edited", 2: "reviewed", 3: "edited + reviewed"}
-        return {k: names[(k in edited) + 2 * (k in reviewed)] for k in sorted(edited | reviewed)}
-
-    def training_slices(self) -> list[int]:
-        """The slices fine-tuning learns from: edited or reviewed ones, ascending."""
-        return list(self.slice_status())
-
-    def refresh(self) -> None:
-        """Re-read the labels and re-list the slices to learn from."""
-        if not is_alive(self):
-            return
-        self._timer.stop()
-        labels = self.labels_layer
-        status = self.slice_status()
-        selected = {item.data(SLICE_ROLE) for item in self.slice_list.selectedItems()}
-        self.slice_list.clear()
-        for k, what in status.items():
-            item = QListWidgetItem(f"{self._slice_name(k)} — {what}")
-            item.setData(SLICE_ROLE, k)
-            self.slice_list.addItem(item)
-            item.setSelected(k in selected)
-        if labels is None:
-            self.summary_label.setText("Choose a labels layer.")
-        else:
-            n = slice_count(tuple(labels.data.shape)) if labels.data.ndim >= 2 else 0
-            self.summary_label.setText(
-                f"{len(status)} of {n} slice(s) will be learned from. Paint corrections, or mark "
-                "slices that are already right as reviewed.")
-
-    def _slice_name(self, k: int) -> str:
-        shape = tuple(self.labels_layer.data.shape)
-        if len(shape) == 2:
-            return "the image"
-        lead = slice_index(shape, k)
-        return f"slice {k}" if len(lead) == 1 else f"slice {k} ({', '.join(map(str, lead))})"
-
-    def current_slice(self) -> int:
-        """The slice of the labels layer shown in the viewer.
-
-        Raises
-        ------
-        FinetuneError
-            If no labels layer is chosen or the viewer does not show its Y-X plane.
-        """
-        labels = self.labels_layer
-        if labels is None:
-            raise FinetuneError("Choose a labels layer first.")
-        shape = tuple(labels.data.shape)
-        if len(shape) == 2:
-            return 0
-        dims = self.viewer.dims
-        if dims.ndisplay != 2 or tuple(dims.displayed) != (dims.ndim - 2, dims.ndim - 1):
-            raise FinetuneError("Show the image slice by slice (2D view of the Y-X plane) to "
-                                "choose the current slice.")
-        position = labels.world_to_data(dims.point)[-len(shape):-2]
-        lead = [int(np.clip(round(float(p)), 0, n - 1)) for p, n in zip(position, shape[:-2],
-                                                                         strict=True)]
-        return int(np.ravel_multi_index(lead, shape[:-2]))
-
-    def go_to_slice(self, k: int) -> None:
-        """Move the viewer to slice ``k`` of the labels layer (nothing to do for a 2D image)."""
-        labels = self.labels_layer
-        if labels is None or labels.data.ndim <= 2:
-            return
-        shape = tuple(labels.data.shape)
-        world = labels.data_to_world([*slice_index(shape, int(k)), shape[-2] / 2, shape[-1] / 2])
-        offset = self.viewer.dims.ndim - len(shape)
-        for axis in range(len(shape) - 2):
-            self.viewer.dims.set_point(offset + axis, float(world[axis]))
-
-    def _on_goto_clicked(self) -> None:
-        item = (self.slice_list.selectedItems() or [self.slice_list.item(0)])[0]
-        if item is not None:
-            self.go_to_slice(item.data(SLICE_ROLE))
-
-    def _chosen_slices(self, slices: list[int] | None) -> list[int] | None:
-        labels = self.labels_layer
-        try:
-            if labels is None or labels.data.ndim < 2 or not labels.data.size:
-                raise FinetuneError("Choose a labels layer that holds data first.")
-            if slices is None:
-                return [self.current_slice()]
-            n = slice_count(tuple(labels.data.shape))
-            chosen = sorted({int(k) for k in slices})
-            if any(not 0 <= k < n for k in chosen):
-                raise FinetuneError(f"Slices must lie between 0 and {n - 1}.")
-            return chosen
-        except FinetuneError as exc:
-            notify_error(str(exc))
-            return None
-
-    def mark_reviewed(self, slices: list[int] | None = None) -> list[int]:
-        """Mark ``slices`` (default: the current slice) as reviewed; returns the slices marked."""
-        chosen = self._chosen_slices(slices)
-        if not chosen:
-            return []
-        state = self.review_state(create=True)
-        state.mark_reviewed(chosen)
-        self._store_state(state)
-        return chosen
-
-    def unmark(self, slices: list[int] | None = None) -> list[int]:
-        """Remove ``slices`` (default: the current slice) from the reviewed ones."""
-        chosen = self._chosen_slices(slices)
-        state = self.review_state()
-        if not chosen or state is None:
-            return []
-        state.mark_reviewed(chosen, reviewed=False)
-        self._store_state(state)
-        return chosen
-
-    def _on_unmark_clicked(self) -> None:
-        selected = [item.data(SLICE_ROLE) for item in self.slice_list.selectedItems()]
-        self.unmark(selected or None)
 
     # ------------------------------------------------------------------------ fine-tuning
     @property
@@ -625,7 +368,7 @@ class FinetuneWidget(QWidget):
             self.status_label.setText(f"Saved model '{self._saved}' (from '{job['base']}', "
                                       f"{result.steps} steps).")
             self.name_edit.clear()
-            self._on_image_changed()  # a fresh name for the next round
+            self._propose_name()  # a fresh name for the next round
 
     def _on_finished(self) -> None:
         future, self._worker = self._future, None

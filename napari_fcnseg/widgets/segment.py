@@ -320,7 +320,7 @@ class SegmentWidget(QWidget):
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(result, request, future))
         worker.errored.connect(lambda exc: self._fail(future, f"Segmentation failed: {exc}"))
-        worker.finished.connect(lambda: self._on_finished(future))
+        worker.finished.connect(lambda: self._on_finished(future, worker))
         self._worker, self._future, self._cancel_requested = worker, future, False
         self._set_busy(True)
         count = "all" if slices is None else str(len(slices))
@@ -355,10 +355,12 @@ class SegmentWidget(QWidget):
                 pbar.total = record.total
             pbar.update(record.step - pbar.n)
 
-    def _on_finished(self, future: concurrent.futures.Future) -> None:
-        self._worker = None
+    def _on_finished(self, future: concurrent.futures.Future, worker: Any) -> None:
         if not future.done():
             future.cancel()
+        if self._worker is not worker:  # already released; a newer run may be going
+            return
+        self._worker = None
         if not is_alive(self):
             return
         self._set_busy(False)
@@ -382,6 +384,9 @@ class SegmentWidget(QWidget):
         if kept:
             message += f"; kept {len(kept)} edited/reviewed slice(s) unchanged"
         self.status_label.setText(message + ".")
+        # release the widget before resolving, so a caller may start the next run at once
+        self._worker = None
+        self._set_busy(False)
         future.set_result(written)
 
     def _merge(self, prediction: Any, request: dict) -> tuple[list[int], list[int], Labels]:

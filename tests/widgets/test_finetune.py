@@ -139,6 +139,55 @@ def test_hand_drawn_labels_on_scaled_volume(qtbot, make_napari_viewer, tiny_mode
     assert widget.name_edit.text() == "my-model" and widget.model_combo.currentText() == "other"
 
 
+def test_the_chosen_images_own_labels_win_over_other_labels(qtbot, make_napari_viewer,
+                                                            tiny_model, phantom):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(phantom.image, name="ct")
+    truth = viewer.add_labels(phantom.labels.copy(), name="ground truth")
+    widget = _widget(viewer)
+    assert widget.labels_layer is truth  # the only labels of the image's shape, for now
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    _wait(qtbot, seg.segment("volume"))
+    labels = seg.labels_layer
+    assert labels.name == "ct labels"
+    assert widget.labels_layer is labels and widget.image_layer is image
+
+    # an explicit choice stays while other labels come, go and get renamed
+    widget.labels_layer = truth
+    viewer.add_labels(np.zeros_like(phantom.labels), name="scratch")
+    truth.name = "truth"
+    assert widget.labels_layer is truth and widget.labels_combo.currentText() == "truth"
+    widget.labels_combo.setCurrentText("scratch")  # as when picked in the combo box
+    viewer.add_points(np.zeros((1, 3)))
+    assert widget.labels_layer.name == "scratch"
+    # choosing the image again reviews its own labels; so does removing the chosen layer
+    widget.image_layer = image
+    assert widget.labels_layer is labels
+    widget.labels_layer = truth
+    viewer.layers.remove(truth)
+    assert widget.labels_layer is labels
+
+    # a labels layer chosen by hand brings its own image along
+    other = viewer.add_image(phantom.image[:, :32], name="mr")
+    mr_labels = viewer.add_labels(np.zeros(other.data.shape, np.uint8), name="mr labels")
+    assert widget.image_layer is image and widget.labels_layer is labels
+    widget.labels_layer = mr_labels
+    assert widget.image_layer is other
+    widget.image_layer = image
+    assert widget.labels_layer is labels
+
+
+def test_a_new_widget_prefers_the_images_own_labels(qtbot, make_napari_viewer, phantom):
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    labels = viewer.add_labels(phantom.labels.copy(), name="ct labels")
+    viewer.add_labels(phantom.labels.copy(), name="ground truth")  # on top
+    widget = FinetuneWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.labels_layer is labels
+
+
 def test_cancel_saves_nothing_and_keeps_labels(qtbot, make_napari_viewer, tiny_model, phantom,
                                                notifications):
     viewer = make_napari_viewer()

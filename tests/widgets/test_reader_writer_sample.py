@@ -21,7 +21,7 @@ def test_manifest_declares_everything():
     assert pm.name == "napari-fcnseg"
     assert set(pm.categories) == {"Segmentation", "Annotation"}
     widgets = {w.display_name: w.command for w in pm.contributions.widgets}
-    assert set(widgets) == {"Segment", "Review & Fine-tune", "Models"}
+    assert set(widgets) == {"Segment", "Review and Fine-tune", "Models", "CT window"}
     commands = {c.id: c.python_name for c in pm.contributions.commands}
     assert commands[widgets["Segment"]] == "napari_fcnseg.widgets.segment:SegmentWidget"
     assert commands[widgets["Models"]] == "napari_fcnseg.widgets.models:ModelsWidget"
@@ -78,6 +78,18 @@ def test_reader_tiff_and_nifti(tmp_path):
     assert data.size == 16 * 12 * 5 and attrs["name"] == "mr"
     assert sorted(np.round(attrs["scale"], 3)) == [0.9, 0.9, 3.0]
     assert "contrast_limits" not in attrs
+
+
+def test_reader_places_the_volume_at_its_origin(tmp_path):
+    nii = tmp_path / "shifted.nii.gz"
+    affine = np.diag([-0.8, -0.8, 2.0, 1.0])
+    affine[:3, 3] = [100.0, 50.0, -30.0]
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), affine), nii)
+    ((data, attrs, _),) = get_reader(str(nii))(str(nii))
+    volume = io.read_volume(nii)
+    assert volume.origin is not None
+    assert attrs["translate"] == pytest.approx(volume.origin)
+    assert len(attrs["translate"]) == data.ndim
 
 
 def test_reader_declines_what_it_cannot_read(tmp_path):

@@ -1,0 +1,373 @@
+"""The review half of the "Review and Fine-tune" dock widget: the slices a person vouches for.
+
+:class:`SliceReviewWidget` pairs an image with its Labels layer, lists the slices of the labels
+that a person edited or marked as reviewed (the review state lives in ``layer.metadata``, see
+:mod:`napari_fcnseg.core.review`), marks and unmarks slices, moves the viewer to them, and keeps
+the list current while the person paints. :class:`~.finetune.FinetuneWidget` builds on it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_fcnseg.core.review import (
+    METADATA_KEY,
+    ReviewState,
+    edited_slices,
+    slice_count,
+    slice_index,
+)
+
+from ._common import current_slice, find_labels_layer, is_alive, notify_error
+from .segment import PROBABILITY_KEY
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+SLICE_ROLE = Qt.ItemDataRole.UserRole
+#: Labels layer events after which the list of slices may be out of date.
+LABELS_EVENTS = ("paint", "data", "metadata", "set_data")
+
+
+class FinetuneError(Exception):
+    """Reviewing or fine-tuning could not start or failed; the message says why in plain words.
+
+    (Not a ``RuntimeError``: napari's thread worker takes those for a deleted worker.)
+    """
+
+
+class SliceReviewWidget(QWidget):
+    """Review the slices of a Labels layer: list, mark and visit the ones to learn from.
+
+    The Labels layer reviewed is the one the user chose, as long as it exists; otherwise the
+    chosen image's own labels layer (see :func:`~._common.find_labels_layer`), else one with
+    the image's shape. Choosing an image hands the choice of labels back to the widget.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer this widget is docked in.
+    """
+
+    #: Emitted when another Labels layer is under review.
+    labels_changed = Signal()
+    #: Emitted after the image and labels layers were chosen anew, also when neither changed.
+    layers_chosen = Signal()
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._watched: Labels | None = None  # the labels layer whose events we listen to
+        self._chosen_labels: Labels | None = None  # the labels layer the user chose
+        self._point: tuple = ()
+        self._timer = QTimer(self, singleShot=True, interval=250)
+        self._timer.timeout.connect(self.refresh)
+
+        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
+        self.slice_list = QListWidget()
+        self.slice_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.slice_list.setMaximumHeight(160)
+        self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
+        self.goto_button = QPushButton("Go to slice")
+        self.mark_button = QPushButton("Mark current slice reviewed")
+        self.mark_button.setToolTip("The slice is correct as it is (also when it is empty): "
+                                    "learn from it and never overwrite it.")
+        self.unmark_button = QPushButton("Unmark")
+        self.unmark_button.setToolTip("Un-review the selected slices (or the current one). "
+                                      "Edited slices stay edited.")
+        self.refresh_button = QPushButton("Refresh")
+
+        layers = QFormLayout()
+        layers.addRow("Image", self.image_combo)
+        layers.addRow("Labels", self.labels_combo)
+        slice_buttons = QHBoxLayout()
+        for button in (self.goto_button, self.unmark_button, self.refresh_button):
+            slice_buttons.addWidget(button)
+        self._layout = QVBoxLayout(self)  # widgets built on this one add theirs below
+        self._layout.addLayout(layers)
+        self._layout.addWidget(QLabel("Slices to learn from:"))
+        self._layout.addWidget(self.slice_list)
+        self._layout.addWidget(self.summary_label)
+        self._layout.addWidget(self.mark_button)
+        self._layout.addLayout(slice_buttons)
+
+        self.image_combo.currentTextChanged.connect(self._on_image_picked)
+        self.labels_combo.currentTextChanged.connect(self._on_labels_picked)
+        self.slice_list.itemDoubleClicked.connect(
+            lambda item: self.go_to_slice(item.data(SLICE_ROLE)))
+        self.goto_button.clicked.connect(self._on_goto_clicked)
+        self.mark_button.clicked.connect(lambda: self.mark_reviewed())
+        self.unmark_button.clicked.connect(self._on_unmark_clicked)
+        self.refresh_button.clicked.connect(self.refresh)
+        for event in ("inserted", "removed", "reordered"):
+            getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._on_layers_changed)
+        self._on_layers_changed()
+
+    # ------------------------------------------------------------------ choice of layers
+    @property
+    def image_layer(self) -> Image | None:
+        """The chosen image layer, or None; setting one reviews that image's own labels."""
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @image_layer.setter
+    def image_layer(self, layer: Image | str) -> None:
+        with QSignalBlocker(self.image_combo):
+            self.image_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
+        self._on_image_picked()
+
+    @property
+    def labels_layer(self) -> Labels | None:
+        """The Labels layer under review, or None; one set here stays until an image is set."""
+        name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @labels_layer.setter
+    def labels_layer(self, layer: Labels | str) -> None:
+        with QSignalBlocker(self.labels_combo):
+            self.labels_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
+        self._on_labels_picked()
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        from napari.layers import Image, Labels
+
+        if not is_alive(self):
+            return
+        if event is not None and getattr(event, "type", "") == "inserted":
+            event.value.events.name.connect(self._on_layers_changed)
+        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
+            current = combo.currentText()
+            names = [lay.name for lay in self.viewer.layers if isinstance(lay, kind)
+                     and not (kind is Image and lay.metadata.get(PROBABILITY_KEY))]
+            with QSignalBlocker(combo):
+                combo.clear()
+                combo.addItems(names[::-1])  # top layer first
+                if current in names:
+                    combo.setCurrentText(current)
+        self._choose_labels()
+
+    def _on_image_picked(self, name: str = "") -> None:
+        """An image was chosen: review its own labels layer (or one of its shape) from now on."""
+        self._chosen_labels = None
+        self._choose_labels(follow_image=False)
+
+    def _on_labels_picked(self, name: str = "") -> None:
+        """A labels layer was chosen: keep it, and show the image it was made for."""
+        self._chosen_labels = self.labels_layer
+        if self._chosen_labels is not None:
+            self._show_image_of(self._chosen_labels)
+        self._on_labels_changed()
+
+    def _labels_to_review(self) -> Labels | None:
+        """The Labels layer to review now, by the rule in the class docstring.
+
+        Without a fitting one, the layer reviewed so far stays, else the top Labels layer.
+        """
+        from napari.layers import Labels
+
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)][::-1]
+        if not any(layer is self._chosen_labels for layer in layers):
+            self._chosen_labels = None  # removed: choose automatically again
+        previous = self._watched if any(layer is self._watched for layer in layers) else None
+        candidates = [self._chosen_labels]
+        image = self.image_layer
+        if image is not None:
+            shape = tuple(image.data.shape)
+            same_shape = [layer for layer in layers if tuple(layer.data.shape) == shape]
+            same_shape.sort(key=lambda layer: layer is not previous)  # no jumping between them
+            candidates += [find_labels_layer(self.viewer, image), *same_shape]
+        candidates += [previous, *layers]
+        return next((layer for layer in candidates if layer is not None), None)
+
+    def _choose_labels(self, follow_image: bool = True) -> None:
+        """Choose the Labels layer to review anew and take it in."""
+        labels = self._labels_to_review()
+        with QSignalBlocker(self.labels_combo):
+            self.labels_combo.setCurrentIndex(
+                self.labels_combo.findText(labels.name) if labels is not None else -1)
+        self._on_labels_changed(follow_image)
+
+    def _show_image_of(self, labels: Labels) -> None:
+        """Choose the image ``labels`` were made for, when they are named "<image> labels"."""
+        image = labels.name.removesuffix(" labels")
+        if image != labels.name and self.image_combo.findText(image) >= 0:
+            with QSignalBlocker(self.image_combo):
+                self.image_combo.setCurrentText(image)
+
+    def _on_labels_changed(self, follow_image: bool = True) -> None:
+        """Take in the Labels layer under review: follow its edits and list its slices.
+
+        With ``follow_image``, a newly reviewed layer also chooses the image it was made for.
+        """
+        labels = self.labels_layer
+        if self._watched is not labels:
+            for event in LABELS_EVENTS if self._watched is not None else ():
+                getattr(self._watched.events, event).disconnect(self._on_labels_event)
+            self._watched = labels
+            for event in LABELS_EVENTS if labels is not None else ():
+                getattr(labels.events, event).connect(self._on_labels_event)
+            if follow_image and labels is not None:
+                self._show_image_of(labels)
+            self.labels_changed.emit()
+        self.layers_chosen.emit()
+        self.refresh()
+
+    def _on_labels_event(self, event: Any = None) -> None:
+        """Schedule a refresh of the slice list when the labels change (not when slicing)."""
+        if not is_alive(self):
+            return
+        point = tuple(self.viewer.dims.point)
+        if getattr(event, "type", "") == "set_data" and point != self._point:
+            self._point = point  # the viewer moved to another slice; the data did not change
+            return
+        self._timer.start()
+
+    # ----------------------------------------------------------------------- slices
+    def review_state(self, create: bool = False) -> ReviewState | None:
+        """The chosen Labels layer's review state; with ``create`` make one when it has none."""
+        labels = self.labels_layer
+        if labels is None:
+            return None
+        state = ReviewState.from_metadata(labels.metadata)
+        return ReviewState() if state is None and create else state
+
+    def _store_state(self, state: ReviewState) -> None:
+        self.labels_layer.metadata[METADATA_KEY] = state.to_metadata()
+        self.refresh()
+
+    def slice_status(self) -> dict[int, str]:
+        """Slice -> "edited", "reviewed" or "edited + reviewed", for every slice to learn from."""
+        labels = self.labels_layer
+        if labels is None or len(labels.data.shape) < 2 or not labels.data.size:
+            return {}
+        state = self.review_state(create=True)
+        edited = set(edited_slices(np.asarray(labels.data), state))
+        n = slice_count(tuple(labels.data.shape))
+        reviewed = {k for k in state.reviewed if 0 <= k < n}
+        names = {1: "edited", 2: "reviewed", 3: "edited + reviewed"}
+        return {k: names[(k in edited) + 2 * (k in reviewed)] for k in sorted(edited | reviewed)}
+
+    def training_slices(self) -> list[int]:
+        """The slices fine-tuning learns from: edited or reviewed ones, ascending."""
+        return list(self.slice_status())
+
+    def refresh(self) -> None:
+        """Re-read the labels and re-list the slices to learn from."""
+        if not is_alive(self):
+            return
+        self._timer.stop()
+        labels = self.labels_layer
+        status = self.slice_status()
+        selected = {item.data(SLICE_ROLE) for item in self.slice_list.selectedItems()}
+        self.slice_list.clear()
+        for k, what in status.items():
+            item = QListWidgetItem(f"{self._slice_name(k)} — {what}")
+            item.setData(SLICE_ROLE, k)
+            self.slice_list.addItem(item)
+            item.setSelected(k in selected)
+        if labels is None:
+            self.summary_label.setText("Choose a labels layer.")
+        else:
+            n = slice_count(tuple(labels.data.shape)) if labels.data.ndim >= 2 else 0
+            self.summary_label.setText(
+                f"{len(status)} of {n} slice(s) will be learned from. Paint corrections, or mark "
+                "slices that are already right as reviewed.")
+
+    def _slice_name(self, k: int) -> str:
+        shape = tuple(self.labels_layer.data.shape)
+        if len(shape) == 2:
+            return "the image"
+        lead = slice_index(shape, k)
+        return f"slice {k}" if len(lead) == 1 else f"slice {k} ({', '.join(map(str, lead))})"
+
+    def current_slice(self) -> int:
+        """The slice of the labels layer shown in the viewer.
+
+        Raises
+        ------
+        FinetuneError
+            If no labels layer is chosen or the viewer does not show its Y-X plane.
+        """
+        labels = self.labels_layer
+        if labels is None:
+            raise FinetuneError("Choose a labels layer first.")
+        dims = self.viewer.dims
+        if labels.data.ndim != 2 and (
+                dims.ndisplay != 2 or tuple(dims.displayed) != (dims.ndim - 2, dims.ndim - 1)):
+            raise FinetuneError("Show the image slice by slice (2D view of the Y-X plane) to "
+                                "choose the current slice.")
+        return current_slice(self.viewer, labels)
+
+    def go_to_slice(self, k: int) -> None:
+        """Move the viewer to slice ``k`` of the labels layer (nothing to do for a 2D image)."""
+        labels = self.labels_layer
+        if labels is None or labels.data.ndim <= 2:
+            return
+        shape = tuple(labels.data.shape)
+        world = labels.data_to_world([*slice_index(shape, int(k)), shape[-2] / 2, shape[-1] / 2])
+        offset = self.viewer.dims.ndim - len(shape)
+        for axis in range(len(shape) - 2):
+            self.viewer.dims.set_point(offset + axis, float(world[axis]))
+
+    def _on_goto_clicked(self) -> None:
+        item = (self.slice_list.selectedItems() or [self.slice_list.item(0)])[0]
+        if item is not None:
+            self.go_to_slice(item.data(SLICE_ROLE))
+
+    def _chosen_slices(self, slices: list[int] | None) -> list[int] | None:
+        labels = self.labels_layer
+        try:
+            if labels is None or labels.data.ndim < 2 or not labels.data.size:
+                raise FinetuneError("Choose a labels layer that holds data first.")
+            if slices is None:
+                return [self.current_slice()]
+            n = slice_count(tuple(labels.data.shape))
+            chosen = sorted({int(k) for k in slices})
+            if any(not 0 <= k < n for k in chosen):
+                raise FinetuneError(f"Slices must lie between 0 and {n - 1}.")
+            return chosen
+        except FinetuneError as exc:
+            notify_error(str(exc))
+            return None
+
+    def mark_reviewed(self, slices: list[int] | None = None) -> list[int]:
+        """Mark ``slices`` (default: the current slice) as reviewed; returns the slices marked."""
+        chosen = self._chosen_slices(slices)
+        if not chosen:
+            return []
+        state = self.review_state(create=True)
+        state.mark_reviewed(chosen)
+        self._store_state(state)
+        return chosen
+
+    def unmark(self, slices: list[int] | None = None) -> list[int]:
+        """Remove ``slices`` (default: the current slice) from the reviewed ones."""
+        chosen = self._chosen_slices(slices)
+        state = self.review_state()
+        if not chosen or state is None:
+            return []
+        state.mark_reviewed(chosen, reviewed=False)
+        self._store_state(state)
+        return chosen
+
+    def _on_unmark_clicked(self) -> None:
+        selected = [item.data(SLICE_ROLE) for item in self.slice_list.selectedItems()]
+        self.unmark(selected or None)
