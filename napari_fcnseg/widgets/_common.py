@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +43,23 @@ def notify_info(message: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(message)
+
+
+def fail_future(future: Future, message: str, error: type[Exception],
+                status_label: Any = None) -> Future:
+    """Show ``message`` as an error (and in ``status_label``), and fail ``future`` with it.
+
+    Returns
+    -------
+    concurrent.futures.Future
+        ``future``, now holding ``error(message)`` unless it was already done.
+    """
+    notify_error(message)
+    if status_label is not None:
+        status_label.setText(message)
+    if not future.done():
+        future.set_exception(error(message))
+    return future
 
 
 def is_alive(widget: Any) -> bool:

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from napari_fcnseg.core.review import protected_slices, slice_count
 
 from ._common import (
+    fail_future,
     is_alive,
     models_changed,
     notify_error,
@@ -203,11 +204,7 @@ class FinetuneWidget(SliceReviewWidget):
         return self._worker is not None
 
     def _fail(self, future: concurrent.futures.Future, message: str) -> concurrent.futures.Future:
-        notify_error(message)
-        self.status_label.setText(message)
-        if not future.done():
-            future.set_exception(FinetuneError(message))
-        return future
+        return fail_future(future, message, FinetuneError, self.status_label)
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""

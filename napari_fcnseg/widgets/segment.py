@@ -35,6 +35,7 @@ from napari_fcnseg.core.review import (
 
 from ._common import (
     current_slice,
+    fail_future,
     find_labels_layer,
     image_layers,
     is_alive,
@@ -242,11 +243,7 @@ class SegmentWidget(QWidget):
         return self._worker is not None
 
     def _fail(self, future: concurrent.futures.Future, message: str) -> concurrent.futures.Future:
-        notify_error(message)
-        self.status_label.setText(message)
-        if not future.done():
-            future.set_exception(SegmentError(message))
-        return future
+        return fail_future(future, message, SegmentError, self.status_label)
 
     def _check(self, image: Image, scope: str, slices: list[int] | None):
         """Validate the request; return (loaded model, slices) or raise SegmentError."""
