@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", help="also write class probabilities (uint8 TIFF)")
     p.add_argument("--modality", default="auto", choices=["auto", "CT", "MR", "other"])
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per forward pass (default: 1 on the CPU, 8 on a GPU)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("finetune", help="fine-tune a model on annotated slices")

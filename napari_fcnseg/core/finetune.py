@@ -2,8 +2,8 @@
 
 Only the annotated slices enter the loss (the rest of the volume is still a guess). The network
 is trained on a copy, so stopping the generator (cancel) leaves the caller's model untouched.
-BatchNorm statistics adapt to the user's image while training (this is what lets a network
-trained on one kind of scan settle on another); ``freeze_norm_stats`` keeps them fixed instead.
+BatchNorm running statistics stay fixed by default: a batch drawn from three slices gives poor
+statistics, and frozen statistics adapted better in our measurements (BENCHMARKS.md).
 Forgetting is held back by an L2 penalty that pulls every shared weight towards its starting
 value (L2-SP), so the network moves only as far as the corrections ask. A NaN or exploding loss
 stops training and restores the last good weights.
@@ -52,7 +52,8 @@ class FinetuneSettings:
     explode_factor : float
         A loss above this many times the first steps' median counts as exploding.
     freeze_norm_stats : bool
-        Keep BatchNorm running statistics fixed (default: let them adapt to this image).
+        Keep BatchNorm running statistics fixed (default); False lets them follow the
+        annotated slices.
     seed : int
         Seed for sampling and augmentation.
     """
@@ -64,7 +65,7 @@ class FinetuneSettings:
     anchor_weight: float = 1e-3
     grad_clip: float = 5.0
     explode_factor: float = 20.0
-    freeze_norm_stats: bool = False
+    freeze_norm_stats: bool = True
     seed: int = 0
 
     def to_dict(self) -> dict:

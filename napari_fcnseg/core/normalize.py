@@ -68,7 +68,11 @@ def looks_like_ct(image: np.ndarray) -> bool:
     s = s[np.isfinite(s)]
     if s.size == 0:
         return False
-    lo, hi = np.percentile(s, [0.5, 99.5])
+    return _hu_range(*np.percentile(s, PERCENTILES))
+
+
+def _hu_range(lo: float, hi: float) -> bool:
+    """True when robust low/high values look like air and tissue/bone in HU."""
     return bool(-1100 <= lo <= -500 and 0 < hi <= 4000)
 
 
@@ -110,13 +114,14 @@ def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
         s = s[finite]
     fill = float(s.min())
     modality = modality.upper() if modality.lower() == "ct" else modality.lower()
-    if modality == "auto":
-        modality = "CT" if looks_like_ct(image) else "other"
-    if modality == "CT":
-        return Normalizer(CT_WINDOW[0], CT_WINDOW[1], "CT", fill)
-    if modality not in ("mr", "other"):
+    if modality not in ("auto", "CT", "mr", "other"):
         raise ValueError(f"unknown modality {modality!r}; use 'auto', 'CT', 'MR' or 'other'")
     lo, hi = np.percentile(s, PERCENTILES)
+    if modality == "auto":
+        signed = image.dtype.kind in "if"
+        modality = "CT" if signed and _hu_range(lo, hi) else "other"
+    if modality == "CT":
+        return Normalizer(CT_WINDOW[0], CT_WINDOW[1], "CT", fill)
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):
         lo, hi = float(s.min()), float(s.max())
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):  # a constant image: everything maps to 0

@@ -60,7 +60,7 @@ class SegmentError(RuntimeError):
 
 
 def _predict_work(net: Any, data: Any, slices: list[int] | None, modality: str,
-                  probabilities: bool, device: str, batch_size: int):
+                  probabilities: bool, device: str, batch_size: int | None):
     """Generator run in the worker thread: normalise the whole image, then predict."""
     from napari_fcnseg.core.normalize import fit_normalizer
     from napari_fcnseg.core.predict import predict_iter
@@ -81,7 +81,7 @@ class SegmentWidget(QWidget):
         The viewer this widget is docked in.
     """
 
-    batch_size = 4
+    batch_size: int | None = None  # predict decides: 1 slice per pass on the CPU
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
