@@ -62,7 +62,13 @@ class SegmentError(RuntimeError):
 def _predict_work(net: Any, data: Any, slices: list[int] | None, modality: str,
                   probabilities: bool, device: str, batch_size: int | None):
     """Generator run in the worker thread: normalise the whole image, then predict."""
+    import importlib
+
     from napari_fcnseg.core.normalize import fit_normalizer
+
+    # napari imports pandas lazily when the first Labels layer is made (about 0.2 s here);
+    # importing it now, off the main thread, keeps the viewer from stalling on the result
+    importlib.import_module("pandas")
     from napari_fcnseg.core.predict import predict_iter
 
     image = np.asarray(data)
