@@ -123,3 +123,16 @@ def test_bad_inputs_are_refused_in_plain_words(tiny_net, volume):
         finetune(tiny_net, volume.image, volume.labels, class_names=["background", "organ"])
     with pytest.raises(ValueError, match="outside"):
         finetune(tiny_net, volume.image, volume.labels, slices=[99])
+
+
+def test_bundled_model_learns_an_unseen_contrast_from_three_slices():
+    from napari_fcnseg.core.store import ModelStore
+
+    bundled = ModelStore().load("bundled")
+    mr = generate_volume("MR", (8, 256, 256), 200_002)
+    inverted = (mr.image.max() - mr.image).astype(np.float32)  # a contrast it never saw
+    annotated = [z for z in range(8) if (mr.labels[z] == 1).any()][1::2][:3]
+    res = finetune(bundled.net, inverted, mr.labels, slices=annotated, class_names=CLASS_NAMES,
+                   settings=FinetuneSettings(steps=40))
+    assert res.dice_before["organ"] < 0.5
+    assert res.dice_after["organ"] > res.dice_before["organ"] + 0.3
