@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-volumes", type=int, default=16)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from these weights (a second, shorter stage)")
     args = parser.parse_args()
 
     configure_threads()
@@ -113,6 +115,12 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     config = NetworkConfig(arch="unet", in_channels=3, num_classes=3, base=16, depth=4)
     net = build_network(config)
+    previous = None
+    if args.init is not None:
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        card_path = args.init.with_suffix(".json")
+        if card_path.is_file():
+            previous = json.loads(card_path.read_text()).get("training")
     t0 = time.perf_counter()
     images, labels = make_dataset(args.volumes, args.seed * 1000)
     print(f"generated {args.volumes} volumes in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -165,6 +173,7 @@ def main() -> None:
             "optimizer": "AdamW + OneCycle", "loss": "cross-entropy + soft Dice",
             "augmentation": "flips, 90-degree rotations, gamma/gain/shift/noise",
             "seed": args.seed, "seconds": round(train_seconds),
+            "initialised_from": previous,
             "machine": f"{platform.processor() or platform.machine()}, "
                        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         },

@@ -159,3 +159,48 @@ def test_console_script_runs_as_a_program():
     res = subprocess.run([sys.executable, "-m", "napari_fcnseg.cli", "--help"],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0 and "predict" in res.stdout and "finetune" in res.stdout
+
+
+def test_batch_of_nifti_and_dicom_writes_labels_on_each_source_grid(store, tmp_path, capsys):
+    import nibabel as nib
+
+    from napari_fcnseg.io import read_volume
+    from tests.io.conftest import make_nifti, make_series
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    mr = generate_volume("MR", (4, 48, 40), 5)
+    angle = np.deg2rad(20)
+    affine = np.array([[0.0, -1.2 * np.sin(angle), 0.9 * np.cos(angle), 10.0],
+                       [0.0, 1.2 * np.cos(angle), 0.9 * np.sin(angle), -20.0],
+                       [-3.0, 0.0, 0.0, 40.0],
+                       [0.0, 0.0, 0.0, 1.0]])  # permuted, flipped, oblique, anisotropic
+    source = make_nifti(cases / "mr.nii.gz", mr.image, affine)
+    ct = generate_volume("CT", (5, 32, 32), 6)
+    make_series(cases / "ct", (ct.image.astype(np.int32) + 1024).astype(np.uint16))
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "predict", str(cases), str(out), "--model", "tiny")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["ct_labels.nii.gz", "mr_labels.nii.gz"]
+    written, original = nib.load(out / "mr_labels.nii.gz"), nib.load(source)
+    np.testing.assert_allclose(written.affine, original.affine)
+    assert written.shape == original.shape and written.get_data_dtype() == np.uint8
+    ct_volume = read_volume(cases / "ct")
+    ct_labels = read_volume(out / "ct_labels.nii.gz")
+    assert ct_labels.data.shape == ct_volume.data.shape
+    np.testing.assert_allclose(ct_labels.spacing, ct_volume.spacing, rtol=1e-5)
+
+
+def test_evaluate_reports_volumes_in_ml_from_the_spacing(tmp_path, capsys):
+    import nibabel as nib
+
+    ref = np.zeros((4, 10, 10), np.uint8)
+    ref[1:3, 2:7, 2:7] = 1  # 50 voxels
+    affine = np.diag([2.0, 0.5, 0.5, 1.0])  # 0.5 mm^3 per voxel
+    for name in ("pred.nii.gz", "ref.nii.gz"):
+        nib.save(nib.Nifti1Image(ref.transpose(2, 1, 0).copy(), affine), tmp_path / name)
+    code, stdout, _ = run(capsys, "evaluate", str(tmp_path / "pred.nii.gz"),
+                          str(tmp_path / "ref.nii.gz"), "--json")
+    row = json.loads(stdout)["classes"][0]
+    assert code == 0 and row["dice"] == 1.0 and row["voxels_ref"] == 50
+    assert row["ml_ref"] == pytest.approx(50 * 0.5 / 1000)

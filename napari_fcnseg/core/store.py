@@ -226,9 +226,10 @@ def _assemble(state_dict: Any, metadata: dict[str, Any], source: object) -> Load
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
     ):
         raise ModelError(f"{source} does not contain network weights")
-    net = build_network(config)
+    with torch.device("meta"):  # no random initialisation: the weights replace it anyway
+        net = build_network(config)
     try:
-        net.load_state_dict(state_dict, strict=True)
+        net.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelError(
             f"the weights in {source} do not fit the network described in its model card "
