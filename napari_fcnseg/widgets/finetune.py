@@ -55,10 +55,15 @@ class FinetuneCancelled(concurrent.futures.CancelledError):
     """Fine-tuning was cancelled by the user; nothing was saved."""
 
 
-def _finetune_work(net: Any, image: np.ndarray, labels: np.ndarray, **kwargs: Any):
-    """Generator run in the worker thread: :func:`~napari_fcnseg.core.finetune.finetune_iter`."""
+def _finetune_work(base: str, image: np.ndarray, labels: np.ndarray, **kwargs: Any):
+    """Generator run in the worker thread: load the base model, then fine-tune it."""
     from napari_fcnseg.core.finetune import finetune_iter
+    from napari_fcnseg.core.store import ModelError, ModelStore
 
+    try:  # loading takes ~0.1 s: off the main thread, so the viewer does not pause
+        net = ModelStore().load(base).net
+    except (ModelError, OSError) as exc:
+        raise FinetuneError(f"Cannot load model '{base}': {exc}") from exc
     try:
         return (yield from finetune_iter(net, image, labels, **kwargs))
     except RuntimeError as exc:  # e.g. torch failures; see FinetuneError
@@ -246,20 +251,23 @@ class FinetuneWidget(SliceReviewWidget):
             taken = [n for n in store.names() if n.casefold() == name.casefold()]
             if taken:
                 raise ModelError(f"a model named '{taken[0]}' already exists; choose another name")
-            loaded = store.load(base)
+            info = {i.name: i for i in store.list()}.get(base)
+            if info is None or not info.available:
+                raise ModelError(f"model '{base}' is not in the store or its weights are missing")
         except (ModelError, OSError) as exc:
             raise FinetuneError(f"Cannot fine-tune: {exc}") from exc
+        model_classes = list(info.metadata.get("classes", []))
         state = self.review_state()
-        names = list(state.classes if state and state.classes else loaded.class_names)
+        names = list(state.classes if state and state.classes else model_classes)
         top = int(used.max())
         if top >= len(names):
             names += [f"class {c}" for c in range(len(names), top + 1)]
-        if len(names) != len(loaded.class_names):
+        if len(names) != len(model_classes):
             notify_info(f"The labels use {len(names)} classes ({', '.join(names)}) but model "
-                        f"'{base}' knows {len(loaded.class_names)}; fine-tuning gives it a new "
+                        f"'{base}' knows {len(model_classes)}; fine-tuning gives it a new "
                         "output layer for them and keeps what it learned.")
         settings = FinetuneSettings(steps=self.steps_spin.value(), lr=self.lr_spin.value())
-        return {"net": loaded.net, "image": np.asarray(image.data), "labels": data,
+        return {"image": np.asarray(image.data), "labels": data,
                 "slices": slices, "class_names": names, "settings": settings,
                 "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
                 "base": base, "name": name, "image_name": image.name}
@@ -285,7 +293,7 @@ class FinetuneWidget(SliceReviewWidget):
             return self._fail(future, str(exc))
         keys = ("slices", "class_names", "settings", "modality")
         worker = create_worker(
-            _finetune_work, job["net"], job["image"], job["labels"],
+            _finetune_work, job["base"], job["image"], job["labels"],
             **{k: job[k] for k in keys}, _ignore_errors=True,
             _progress={"total": job["settings"].steps + 2, "desc": f"Fine-tuning {job['name']}"})
         worker.yielded.connect(self._on_yielded)

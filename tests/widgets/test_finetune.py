@@ -234,6 +234,23 @@ def test_failure_in_worker_is_a_notification(qtbot, make_napari_viewer, tiny_mod
     assert not widget.busy
 
 
+def test_a_broken_model_file_is_a_notification(qtbot, make_napari_viewer, tiny_model, phantom,
+                                               notifications):
+    store = ModelStore()
+    (store.root / "tiny.pt").write_bytes(b"not a checkpoint")  # damaged after listing
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    labels = viewer.add_labels(phantom.labels.copy(), name="ct labels")
+    before = labels.data.copy()
+    widget = _widget(viewer)
+    widget.model_combo.setCurrentText("tiny")
+    future = _wait(qtbot, widget.finetune())
+    assert isinstance(future.exception(), FinetuneError)
+    assert notifications[-1][0] == "error" and "tiny" in notifications[-1][1]
+    assert ModelStore().names() == ["bundled", "tiny"]
+    np.testing.assert_array_equal(labels.data, before)
+
+
 def test_single_2d_image_with_an_extra_class(qtbot, make_napari_viewer, tiny_model, phantom,
                                              notifications):
     viewer = make_napari_viewer()
