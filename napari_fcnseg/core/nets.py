@@ -208,11 +208,6 @@ def build_network(config: NetworkConfig | dict[str, Any]) -> nn.Module:
     return net
 
 
-def head_of(net: nn.Module) -> nn.Conv2d:
-    """Return the final 1x1 convolution that maps features to class logits."""
-    return net.head
-
-
 def replace_head(net: nn.Module, num_classes: int) -> None:
     """Give ``net`` a freshly initialised head for ``num_classes`` classes, keeping features.
 

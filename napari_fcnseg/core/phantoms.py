@@ -254,7 +254,3 @@ def generate_volume(
         image = image.astype(np.float32)
     return Phantom(image, labels, tuple(float(s) for s in spacing), modality)
 
-
-def sample_pair(seed: int = 0, shape: tuple[int, int, int] = (32, 256, 256)) -> list[Phantom]:
-    """Return one CT-like and one MR-like volume, as shipped in ``sample_data/``."""
-    return [generate_volume("CT", shape, seed), generate_volume("MR", shape, seed + 1)]
