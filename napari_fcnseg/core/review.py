@@ -15,15 +15,16 @@ This module is pure numpy: no Qt, napari or torch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 METADATA_KEY = "napari-fcnseg"
-STATE_VERSION = 1
-_DIGEST_SIZE = 16
+#: Version 2: slice digests are truncated SHA-256 (about twice as fast as BLAKE2b here).
+STATE_VERSION = 2
+_DIGEST_HEX = 32
 
 
 @dataclass
@@ -82,12 +83,25 @@ class ReviewState:
             return None
         try:
             predicted = {int(k): str(v) for k, v in dict(md.get("predicted") or {}).items()}
+            if md.get("version") != STATE_VERSION:
+                # digests made another way cannot be compared: forget what the model wrote, so
+                # every non-empty slice counts as the person's (protected, never overwritten)
+                predicted = {}
             reviewed = {int(k) for k in md.get("reviewed") or ()}
             classes = [str(c) for c in md.get("classes") or ()]
             model = str(md.get("model") or "")
         except (TypeError, ValueError):
             return None
         return cls(model=model, predicted=predicted, reviewed=reviewed, classes=classes)
+
+    def record_prediction(self, digests: Mapping[int, str], model_name: str) -> None:
+        """Note that ``model_name`` just wrote the slices in ``digests`` (slice -> digest).
+
+        Those slices are no longer reviewed: what the person vouched for was overwritten.
+        """
+        self.predicted.update({int(k): str(v) for k, v in digests.items()})
+        self.reviewed -= {int(k) for k in digests}
+        self.model = model_name
 
     def mark_reviewed(self, slices: Iterable[int], reviewed: bool = True) -> None:
         """Add ``slices`` to (or, with ``reviewed=False``, remove them from) :attr:`reviewed`."""
@@ -136,18 +150,16 @@ def _digest(plane: np.ndarray) -> str:
     if plane.dtype == np.bool_:
         plane = plane.view(np.uint8)
     elif plane.dtype.kind in "iu" and plane.dtype != np.uint8:
-        if plane.size and plane.min() >= 0 and plane.max() <= 255:
+        if not plane.size or (plane.min() >= 0 and plane.max() <= 255):
             plane = plane.astype(np.uint8)
         else:
             plane = plane.astype("<i8")
     elif plane.dtype.kind == "f":
         plane = plane.astype("<f8")
-    data = np.ascontiguousarray(plane)
-    h = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-    h.update(str(data.shape).encode())
-    h.update(data.dtype.str.encode())
-    h.update(data.tobytes())
-    return h.hexdigest()
+    data = np.ascontiguousarray(plane).reshape(-1)
+    h = hashlib.sha256(f"{plane.shape}{data.dtype.str}".encode())
+    h.update(memoryview(data).cast("B"))  # no copy; hashlib lets other threads run meanwhile
+    return h.hexdigest()[:_DIGEST_HEX]
 
 
 def _chosen(shape: tuple[int, ...], slices: Iterable[int] | None) -> list[int]:
@@ -231,6 +243,7 @@ def merge_prediction(
     state: ReviewState,
     model_name: str,
     overwrite_protected: bool = False,
+    digests: Mapping[int, str] | None = None,
 ) -> list[int]:
     """Write ``prediction`` into ``labels`` in place on ``slices``, sparing protected ones.
 
@@ -249,6 +262,9 @@ def merge_prediction(
         Name of the model that made ``prediction``.
     overwrite_protected : bool
         Also overwrite edited and reviewed slices.
+    digests : mapping of int to str, optional
+        ``slice_digests(prediction, slices)``, when already computed (e.g. in a worker thread);
+        saves hashing the written slices again.
 
     Returns
     -------
@@ -272,10 +288,11 @@ def merge_prediction(
         top = max(int(np.asarray(prediction[slice_index(shape, k)]).max()) for k in todo)
         if top > np.iinfo(dtype).max:
             raise ValueError(f"labels of dtype {dtype} cannot hold label {top}")
+    written = {}
     for k in todo:
         idx = slice_index(shape, k)
         labels[idx] = np.asarray(prediction[idx]).astype(dtype, copy=False)
-        state.predicted[k] = _digest(labels[idx])
-    state.reviewed -= set(todo)
-    state.model = model_name
+        # digests do not depend on the integer dtype, so the prediction's own one will do
+        written[k] = digests[k] if digests and k in digests else _digest(labels[idx])
+    state.record_prediction(written, model_name)
     return todo

@@ -63,6 +63,25 @@ def test_metadata_round_trip_is_json_friendly():
     assert ReviewState.from_metadata({METADATA_KEY: "junk"}) is None
 
 
+def test_state_of_another_version_forgets_its_digests_but_keeps_reviews():
+    md = ReviewState("tiny", {0: "aa", 1: "bb"}, {1}, ["background", "organ"]).to_metadata()
+    md["version"] = 1  # digests from an older algorithm
+    back = ReviewState.from_metadata(md)
+    assert back.predicted == {} and back.reviewed == {1} and back.model == "tiny"
+    labels = np.zeros((3, 4, 4), np.uint8)
+    labels[0, 1, 1] = 1
+    assert protected_slices(labels, back) == [0, 1]  # non-empty or reviewed: never overwritten
+
+
+def test_digests_handle_empty_wide_and_boolean_slices():
+    assert slice_digests(np.zeros((2, 0, 5), np.uint8)) == slice_digests(np.zeros((2, 0, 5), int))
+    assert slice_digests(np.zeros((1, 3, 4)))[0] != slice_digests(np.zeros((1, 4, 3)))[0]
+    wide = np.full((1, 2, 2), 300, np.int32)
+    assert slice_digests(wide) == slice_digests(wide.astype(np.int64))
+    assert slice_digests(wide) != slice_digests(wide - 256)
+    assert slice_digests(np.ones((1, 2, 2), bool)) == slice_digests(np.ones((1, 2, 2), np.uint8))
+
+
 def test_mark_reviewed():
     state = ReviewState()
     state.mark_reviewed([1, 2, 3])
@@ -81,6 +100,17 @@ def test_merge_into_empty_labels_writes_all_and_records_digests():
     assert state.predicted == slice_digests(labels)
     assert edited_slices(labels, state) == []
     assert protected_slices(labels, state) == []
+
+
+def test_merge_uses_digests_computed_beforehand():
+    pred = _prediction((4, 16, 16))
+    digests = slice_digests(pred, [1, 3])  # e.g. made in a worker thread
+    state = ReviewState(reviewed={1})
+    labels = np.zeros(pred.shape, np.int32)
+    written = merge_prediction(labels, pred, [1, 3], state, "m2", overwrite_protected=True,
+                               digests=digests)
+    assert written == [1, 3] and state.reviewed == set() and state.model == "m2"
+    assert state.predicted == digests == slice_digests(labels, [1, 3])
 
 
 def test_edits_and_reviews_are_protected():
