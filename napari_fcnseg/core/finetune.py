@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .adam import Adam
 from .augment import augment_batch
 from .device import pick_device
 from .losses import dice_ce_loss
@@ -40,7 +41,7 @@ class FinetuneSettings:
     steps : int
         Optimiser steps.
     lr : float
-        Peak learning rate (AdamW, cosine decay after a short warm-up).
+        Peak learning rate (Adam, cosine decay after a short warm-up).
     batch_size : int
         Slices (or crops) per step.
     crop : int
@@ -283,15 +284,15 @@ def finetune_iter(
     anchors = {n: p.detach().clone() for n, p in model.named_parameters()
                if not n.startswith("head.")}
     params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    opt = Adam(params, lr=settings.lr)  # not torch.optim: see napari_fcnseg.core.adam
     warm = max(1, settings.steps // 10)
 
     def lr_at(step: int) -> float:
+        """Fraction of the learning rate for 0-based ``step``: linear warm-up, cosine decay."""
         if step < warm:
             return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, settings.steps - warm)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = np.random.default_rng(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     multiple = getattr(model, "multiple", 32)
@@ -327,11 +328,11 @@ def finetune_iter(
             break
         if len(first_losses) < 5:
             first_losses.append(value)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        opt.lr = settings.lr * lr_at(step - 1)
         opt.step()
-        sched.step()
         if not all(torch.isfinite(p).all() for p in params):
             model.load_state_dict(last_good)
             stopped = (f"the weights became NaN at step {step}; training stopped and the "
