@@ -8,10 +8,11 @@ slices a person edited or reviewed are never overwritten unless asked.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -45,6 +46,7 @@ from ._common import (
     register_segment_widget,
     validate_image_layer,
 )
+from ._segment_work import SegmentOutcome, predict_work
 
 if TYPE_CHECKING:
     import napari
@@ -53,29 +55,12 @@ if TYPE_CHECKING:
 SCOPES = {"Whole volume": "volume", "Current slice": "slice"}
 PROBABILITY_KEY = "napari-fcnseg-probability"
 PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
+#: Seconds between progress-bar updates; each repaints the bar at once, pausing the viewer.
+PROGRESS_INTERVAL = 0.2
 
 
 class SegmentError(RuntimeError):
     """A segmentation could not start or finish; the message says why in plain words."""
-
-
-def _predict_work(net: Any, data: Any, slices: list[int] | None, modality: str,
-                  probabilities: bool, device: str, batch_size: int | None):
-    """Generator run in the worker thread: normalise the whole image, then predict."""
-    import importlib
-
-    from napari_fcnseg.core.normalize import fit_normalizer
-
-    # napari imports pandas lazily when the first Labels layer is made (about 0.2 s here);
-    # importing it now, off the main thread, keeps the viewer from stalling on the result
-    importlib.import_module("pandas")
-    from napari_fcnseg.core.predict import predict_iter
-
-    image = np.asarray(data)
-    normalizer = fit_normalizer(image, modality)
-    return (yield from predict_iter(
-        net, image, slices=slices, normalizer=normalizer, batch_size=batch_size,
-        probabilities="uint8" if probabilities else None, device=device))
 
 
 class SegmentWidget(QWidget):
@@ -94,10 +79,13 @@ class SegmentWidget(QWidget):
         from napari_fcnseg.core.device import available_devices
 
         self.viewer = napari_viewer
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}  # name -> LoadedModel, loaded by a worker
+        self._models_version = 0  # counts store changes; a load from before one is not kept
         self._worker: Any = None
         self._future: concurrent.futures.Future | None = None
         self._cancel_requested = False
+        self._reporting: concurrent.futures.Future | None = None  # merged, not yet reported
+        self._last_progress = 0.0
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -194,6 +182,7 @@ class SegmentWidget(QWidget):
             models_changed.disconnect(self._on_models_changed)
             return
         self._models.clear()
+        self._models_version += 1
         self.refresh_models()
 
     def select_model(self, name: str) -> bool:
@@ -232,15 +221,21 @@ class SegmentWidget(QWidget):
         """Index (as in :mod:`napari_fcnseg.core.predict`) of the slice shown for ``image``."""
         return current_slice(self.viewer, image or self.image_layer)
 
-    def _load_model(self, name: str) -> Any:
+    def _model_classes(self, name: str) -> list[str]:
+        """Class names of stored model ``name``, from its card; raise SegmentError if unusable."""
         from napari_fcnseg.core.store import ModelError, ModelStore
 
-        if name not in self._models:
-            try:
-                self._models[name] = ModelStore().load(name)
-            except (ModelError, OSError) as exc:
-                raise SegmentError(f"Cannot load model '{name}': {exc}") from exc
-        return self._models[name]
+        if name in self._models:
+            return self._models[name].class_names
+        try:
+            info = {info.name: info for info in ModelStore().list()}.get(name)
+        except (ModelError, OSError) as exc:
+            raise SegmentError(f"Cannot read the model store: {exc}") from exc
+        if info is None:
+            raise SegmentError(f"There is no model named '{name}'.")
+        if not info.available:
+            raise SegmentError(f"Cannot load model '{name}': its weights file is missing.")
+        return [str(c) for c in info.metadata.get("classes", [])]
 
     # ----------------------------------------------------------------------- segmentation
     @property
@@ -252,7 +247,10 @@ class SegmentWidget(QWidget):
         return fail_future(future, message, SegmentError, self.status_label)
 
     def _check(self, image: Image, scope: str, slices: list[int] | None):
-        """Validate the request; return (loaded model, slices) or raise SegmentError."""
+        """Validate the request; return (the model's class names, slices) or raise SegmentError.
+
+        The model itself is loaded in the worker (about 0.1 s), the first time it is used.
+        """
         problem = validate_image_layer(image)
         if problem:
             raise SegmentError(problem)
@@ -269,20 +267,19 @@ class SegmentWidget(QWidget):
         name = self.model_name
         if not name:
             raise SegmentError("No model is available; import or train one in the Models panel.")
-        loaded = self._load_model(name)
+        classes = self._model_classes(name)
         labels = find_labels_layer(self.viewer, image)
         if labels is not None:
             if not isinstance(labels.data, np.ndarray) or labels.data.dtype.kind not in "iu":
                 raise SegmentError(f"'{labels.name}' is not an in-memory integer labels array; "
                                    "rename or delete it to segment into a new layer.")
             top = int(labels.data.max()) if labels.data.size else 0
-            classes = loaded.class_names
             if top >= len(classes):
                 raise SegmentError(
                     f"'{labels.name}' contains label {top}, but model '{name}' knows only "
                     f"{len(classes)} classes ({', '.join(classes)}). Choose a model with "
                     "matching classes, or rename the labels layer to start a new one.")
-        return loaded, slices
+        return classes, slices
 
     def segment(self, scope: str = "volume",
                 slices: list[int] | None = None) -> concurrent.futures.Future:
@@ -309,22 +306,25 @@ class SegmentWidget(QWidget):
             return self._fail(future, "A segmentation is already running; wait or cancel it.")
         image = self.image_layer
         try:
-            loaded, slices = self._check(image, scope, slices)
+            classes, slices = self._check(image, scope, slices)
         except SegmentError as exc:
             return self._fail(future, str(exc))
         modality = str(image.metadata.get(MODALITY_KEY, "auto"))
+        name = self.model_name
         worker = create_worker(
-            _predict_work, loaded.net, image.data, slices, modality,
+            predict_work, name, self._models.get(name), image.data, slices, modality,
             self.probability_check.isChecked(), self.device_combo.currentText(),
             self.batch_size, _ignore_errors=True,
             _progress={"total": 0, "desc": f"Segmenting {image.name}"})
-        request = {"image": image, "model": self.model_name, "classes": loaded.class_names,
-                   "overwrite": self.overwrite_check.isChecked()}
+        request = {"image": image, "model": name, "classes": classes,
+                   "overwrite": self.overwrite_check.isChecked(),
+                   "models_version": self._models_version}
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(result, request, future))
-        worker.errored.connect(lambda exc: self._fail(future, f"Segmentation failed: {exc}"))
+        worker.errored.connect(lambda exc: self._on_errored(exc, future))
         worker.finished.connect(lambda: self._on_finished(future, worker))
         self._worker, self._future, self._cancel_requested = worker, future, False
+        self._last_progress = 0.0
         self._set_busy(True)
         count = "all" if slices is None else str(len(slices))
         self.status_label.setText(f"Segmenting {count} slice(s) of '{image.name}' "
@@ -349,6 +349,10 @@ class SegmentWidget(QWidget):
     def _on_yielded(self, record: Any) -> None:
         if not is_alive(self) or self._cancel_requested:
             return
+        now = time.monotonic()
+        if record.step < record.total and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
         self.progress_bar.setRange(0, max(1, record.total))
         self.progress_bar.setValue(record.step)
         self.status_label.setText(record.message)
@@ -359,6 +363,8 @@ class SegmentWidget(QWidget):
             pbar.update(record.step - pbar.n)
 
     def _on_finished(self, future: concurrent.futures.Future, worker: Any) -> None:
+        if self._reporting is future:  # merged; _report resolves the future and releases
+            return
         if not future.done():
             future.cancel()
         if self._worker is not worker:  # already released; a newer run may be going
@@ -372,38 +378,64 @@ class SegmentWidget(QWidget):
             self.progress_bar.setValue(0)
             self.status_label.setText("Cancelled; the labels were not changed.")
 
-    def _on_returned(self, prediction: Any, request: dict, future: concurrent.futures.Future
-                     ) -> None:
+    def _on_errored(self, exc: BaseException, future: concurrent.futures.Future) -> None:
+        from napari_fcnseg.core.store import ModelError
+
+        self._fail(future, str(exc) if isinstance(exc, ModelError)
+                   else f"Segmentation failed: {exc}")
+
+    def _on_returned(self, outcome: SegmentOutcome, request: dict,
+                     future: concurrent.futures.Future) -> None:
+        if outcome.loaded is not None and request["models_version"] == self._models_version:
+            self._models[request["model"]] = outcome.loaded  # the store did not change meanwhile
         if self._cancel_requested or future.done() or not is_alive(self):
             return
         try:
-            written, kept, layer = self._merge(prediction, request)
+            written, kept, layer = self._merge(outcome, request)
         except Exception as exc:  # any failure becomes a notification, never a crash
             self._fail(future, f"Could not write the segmentation: {exc}")
             return
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
-        message = f"Wrote {len(written)} slice(s) into '{layer.name}'"
-        if kept:
-            message += f"; kept {len(kept)} edited/reviewed slice(s) unchanged"
-        self.status_label.setText(message + ".")
+        # napari has just built the layer's visuals (most of 0.1 s on a laptop CPU): let the
+        # viewer catch up before redrawing this widget (a progress bar repaints at once)
+        self._reporting = future
+        QTimer.singleShot(0, lambda: self._report(future, written, kept, layer.name))
+
+    def _report(self, future: concurrent.futures.Future, written: list[int], kept: list[int],
+                layer_name: str) -> None:
+        """Show what a run wrote, release the widget, and resolve its future."""
+        self._reporting = None
+        if is_alive(self):
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1)
+            message = f"Wrote {len(written)} slice(s) into '{layer_name}'"
+            if kept:
+                message += f"; kept {len(kept)} edited/reviewed slice(s) unchanged"
+            self.status_label.setText(message + ".")
+            self._set_busy(False)
         # release the widget before resolving, so a caller may start the next run at once
         self._worker = None
-        self._set_busy(False)
-        future.set_result(written)
+        if not future.done():
+            future.set_result(written)
 
-    def _merge(self, prediction: Any, request: dict) -> tuple[list[int], list[int], Labels]:
-        """Merge ``prediction`` into the image's labels layer (created when missing)."""
-        image = request["image"]
+    def _merge(self, outcome: SegmentOutcome, request: dict
+               ) -> tuple[list[int], list[int], Labels]:
+        """Merge the prediction into the image's labels layer (created when missing)."""
+        prediction, image = outcome.prediction, request["image"]
         if image not in self.viewer.layers:
             raise SegmentError(f"the image layer '{image.name}' was removed meanwhile")
         layer = find_labels_layer(self.viewer, image)
-        data = layer.data if layer is not None else np.zeros(image.data.shape, np.uint8)
-        metadata = layer.metadata if layer is not None else {}
-        state = ReviewState.from_metadata(metadata) or ReviewState()
+        state = (ReviewState.from_metadata(layer.metadata) if layer is not None else None
+                 ) or ReviewState()
         state.classes = list(request["classes"])
-        written = merge_prediction(data, prediction.labels, prediction.slices, state,
-                                   request["model"], overwrite_protected=request["overwrite"])
+        if layer is None:  # nothing to spare: the prediction itself becomes the labels
+            data = prediction.labels
+            state.record_prediction(outcome.digests, request["model"])
+            written = list(prediction.slices)
+        else:
+            data = layer.data
+            written = merge_prediction(
+                data, prediction.labels, prediction.slices, state, request["model"],
+                overwrite_protected=request["overwrite"], digests=outcome.digests)
         kept = sorted(set(prediction.slices) - set(written))
         if prediction.probabilities is not None:
             self._show_probabilities(image, prediction, request["classes"])

@@ -9,7 +9,7 @@ from napari_fcnseg.core.predict import Prediction, predict
 from napari_fcnseg.core.progress import Progress
 from napari_fcnseg.core.review import METADATA_KEY, ReviewState
 from napari_fcnseg.core.store import ModelStore
-from napari_fcnseg.widgets._common import segment_widget, validate_image_layer
+from napari_fcnseg.widgets._common import models_changed, segment_widget, validate_image_layer
 from napari_fcnseg.widgets.segment import SegmentWidget
 
 TIMEOUT = 60_000
@@ -165,6 +165,24 @@ def test_probability_layers(qtbot, setup):
     assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["ct"]
 
 
+def test_the_model_is_loaded_once_and_off_the_main_thread(qtbot, setup, monkeypatch):
+    viewer, widget, image = setup
+    calls = []
+    real_load = ModelStore.load
+
+    def load(self, name):
+        calls.append((name, threading.current_thread() is threading.main_thread()))
+        return real_load(self, name)
+
+    monkeypatch.setattr(ModelStore, "load", load)
+    for _ in range(2):
+        assert _run(qtbot, widget, "slice").result() == [widget.current_slice()]
+    assert calls == [("tiny", False)]
+    models_changed.emit()  # e.g. a model was renamed or replaced: load it afresh
+    assert _run(qtbot, widget, "slice").result() == [widget.current_slice()]
+    assert calls == [("tiny", False)] * 2
+
+
 def test_errors_are_notifications(qtbot, setup, notifications, monkeypatch):
     viewer, widget, image = setup
 
@@ -197,7 +215,16 @@ def test_errors_are_notifications(qtbot, setup, notifications, monkeypatch):
     (root / "broken.json").write_text((root / "tiny.json").read_text())
     (root / "broken.pt").write_bytes(b"not weights")
     assert widget.select_model("broken")
-    refused(widget.segment(), "Cannot load model 'broken'")
+    future = widget.segment()  # the model is loaded in the worker, so this fails a bit later
+    qtbot.waitUntil(future.done, timeout=30_000)
+    refused(future, "Cannot load model 'broken'")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert "ct labels" not in viewer.layers
+    # weights missing altogether: refused at once
+    (root / "broken.pt").unlink()
+    widget.refresh_models()
+    assert widget.select_model("broken")
+    refused(widget.segment(), "weights file is missing")
     widget.select_model("tiny")
 
     # a failure inside the worker
@@ -209,7 +236,7 @@ def test_errors_are_notifications(qtbot, setup, notifications, monkeypatch):
     future = _run(qtbot, widget)
     refused(future, "the network exploded")
     assert "ct labels" not in viewer.layers
-    assert not widget.busy
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)  # "finished" follows "errored"
 
 
 def test_same_name_labels_with_other_shape_are_left_alone(qtbot, setup):
