@@ -162,7 +162,9 @@ class SliceReviewWidget(QWidget):
                 combo.addItems(names[::-1])  # top layer first
                 if current in names:
                     combo.setCurrentText(current)
-        self._choose_labels()
+        # a layer added or removed in napari: list the slices a moment later, so that adding
+        # a big labels layer does not also wait for every slice to be hashed
+        self._choose_labels(defer_refresh=event is not None)
 
     def _on_image_picked(self, name: str = "") -> None:
         """An image was chosen: review its own labels layer (or one of its shape) from now on."""
@@ -197,13 +199,13 @@ class SliceReviewWidget(QWidget):
         candidates += [previous, *layers]
         return next((layer for layer in candidates if layer is not None), None)
 
-    def _choose_labels(self, follow_image: bool = True) -> None:
-        """Choose the Labels layer to review anew and take it in."""
+    def _choose_labels(self, follow_image: bool = True, defer_refresh: bool = False) -> None:
+        """Choose the Labels layer to review anew and take it in (see _on_labels_changed)."""
         labels = self._labels_to_review()
         with QSignalBlocker(self.labels_combo):
             self.labels_combo.setCurrentIndex(
                 self.labels_combo.findText(labels.name) if labels is not None else -1)
-        self._on_labels_changed(follow_image)
+        self._on_labels_changed(follow_image, defer_refresh)
 
     def _show_image_of(self, labels: Labels) -> None:
         """Choose the image ``labels`` were made for, when they are named "<image> labels"."""
@@ -212,10 +214,11 @@ class SliceReviewWidget(QWidget):
             with QSignalBlocker(self.image_combo):
                 self.image_combo.setCurrentText(image)
 
-    def _on_labels_changed(self, follow_image: bool = True) -> None:
+    def _on_labels_changed(self, follow_image: bool = True, defer_refresh: bool = False) -> None:
         """Take in the Labels layer under review: follow its edits and list its slices.
 
-        With ``follow_image``, a newly reviewed layer also chooses the image it was made for.
+        With ``follow_image``, a newly reviewed layer also chooses the image it was made for;
+        with ``defer_refresh`` the list is refreshed after the usual short delay.
         """
         labels = self.labels_layer
         if self._watched is not labels:
@@ -228,7 +231,10 @@ class SliceReviewWidget(QWidget):
                 self._show_image_of(labels)
             self.labels_changed.emit()
         self.layers_chosen.emit()
-        self.refresh()
+        if defer_refresh:
+            self._timer.start()
+        else:
+            self.refresh()
 
     def _on_labels_event(self, event: Any = None) -> None:
         """Schedule a refresh of the slice list when the labels change (not when slicing)."""
