@@ -1,9 +1,9 @@
 """Adam for fine-tuning inside a viewer, without :mod:`torch.optim`'s first-use cost.
 
-The first optimiser made with :mod:`torch.optim` imports ``torch._dynamo`` and sympy with it
-(about a second and 100,000 more Python objects here). Large modules are unmarshalled while
-holding Python's global lock, so a napari viewer froze for 0.2 s when fine-tuning started, and
-every later full garbage collection took longer. :class:`Adam` does the arithmetic of
+The first optimiser made with :mod:`torch.optim` imports ``torch._dynamo`` and sympy with it.
+Large modules are unmarshalled while holding Python's global lock, so a napari viewer froze for
+about 0.2 s when fine-tuning started, and the many new objects make every later full garbage
+collection longer. :class:`Adam` does the arithmetic of
 ``torch.optim.Adam`` (no weight decay, no AMSGrad) with plain tensor operations instead;
 ``tests/core/test_adam.py`` checks that both take the same steps.
 """
