@@ -244,6 +244,7 @@ def merge_prediction(
     model_name: str,
     overwrite_protected: bool = False,
     digests: Mapping[int, str] | None = None,
+    undo: OverwriteUndo | None = None,
 ) -> list[int]:
     """Write ``prediction`` into ``labels`` in place on ``slices``, sparing protected ones.
 
@@ -265,6 +266,9 @@ def merge_prediction(
     digests : mapping of int to str, optional
         ``slice_digests(prediction, slices)``, when already computed (e.g. in a worker thread);
         saves hashing the written slices again.
+    undo : OverwriteUndo, optional
+        Filled with what ``overwrite_protected`` overwrote of the person's slices, so that
+        :func:`undo_overwrite` can put it back.
 
     Returns
     -------
@@ -281,18 +285,81 @@ def merge_prediction(
         raise ValueError(
             f"prediction shape {tuple(prediction.shape)} does not match labels shape {shape}")
     chosen = _chosen(shape, slices)
-    skip = set() if overwrite_protected else set(protected_slices(labels, state, chosen))
-    todo = [k for k in chosen if k not in skip]
+    protected = set(protected_slices(labels, state, chosen)) if (
+        undo is not None or not overwrite_protected) else set()
+    todo = [k for k in chosen if overwrite_protected or k not in protected]
     dtype = np.dtype(labels.dtype)
     if todo and dtype.kind in "iu":
         top = max(int(np.asarray(prediction[slice_index(shape, k)]).max()) for k in todo)
         if top > np.iinfo(dtype).max:
             raise ValueError(f"labels of dtype {dtype} cannot hold label {top}")
+    if undo is not None:
+        undo.state = state.to_metadata()
     written = {}
     for k in todo:
         idx = slice_index(shape, k)
+        if undo is not None and k in protected:
+            undo.before[k] = np.array(labels[idx])
         labels[idx] = np.asarray(prediction[idx]).astype(dtype, copy=False)
         # digests do not depend on the integer dtype, so the prediction's own one will do
         written[k] = digests[k] if digests and k in digests else _digest(labels[idx])
     state.record_prediction(written, model_name)
+    if undo is not None:
+        undo.written = {k: written[k] for k in undo.before}
     return todo
+
+
+@dataclass
+class OverwriteUndo:
+    """What a merge overwrote of a person's edited or reviewed slices, to put it back.
+
+    Attributes
+    ----------
+    before : dict of int to numpy.ndarray
+        Slice -> its content before the merge.
+    written : dict of int to str
+        Slice -> digest of what the merge wrote there.
+    state : dict
+        The review state before the merge, as :meth:`ReviewState.to_metadata` gives it.
+    """
+
+    before: dict[int, np.ndarray] = field(default_factory=dict)
+    written: dict[int, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def undo_overwrite(labels: np.ndarray, state: ReviewState, undo: OverwriteUndo
+                   ) -> tuple[list[int], list[int]]:
+    """Put back the person's slices that a merge overwrote, unless they were changed since.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The labels the merge wrote into; modified in place.
+    state : ReviewState
+        Their review state now; the restored slices get back their earlier entries (edited
+        slices count as edited again, reviewed ones as reviewed).
+    undo : OverwriteUndo
+        Filled by :func:`merge_prediction`.
+
+    Returns
+    -------
+    restored, changed : list of int
+        Slices put back, and slices left alone because their content changed after the merge.
+    """
+    shape = tuple(labels.shape)
+    before = ReviewState.from_metadata(undo.state) or ReviewState()
+    restored, changed = [], []
+    for k in sorted(undo.before):
+        idx = slice_index(shape, k)
+        if _digest(labels[idx]) != undo.written.get(k):
+            changed.append(k)
+            continue
+        labels[idx] = undo.before[k]
+        restored.append(k)
+        if k in before.predicted:
+            state.predicted[k] = before.predicted[k]
+        else:
+            state.predicted.pop(k, None)
+        state.mark_reviewed([k], reviewed=k in before.reviewed)
+    return restored, changed

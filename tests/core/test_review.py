@@ -5,6 +5,7 @@ import pytest
 
 from napari_fcnseg.core.review import (
     METADATA_KEY,
+    OverwriteUndo,
     ReviewState,
     edited_slices,
     merge_prediction,
@@ -12,6 +13,7 @@ from napari_fcnseg.core.review import (
     slice_count,
     slice_digests,
     slice_index,
+    undo_overwrite,
 )
 
 
@@ -148,6 +150,42 @@ def test_overwrite_protected_writes_everything_and_clears_review():
     np.testing.assert_array_equal(labels, new)
     assert state.reviewed == set()
     assert protected_slices(labels, state) == []
+
+
+def test_undo_overwrite_puts_back_the_persons_slices_unless_changed_since():
+    labels = np.zeros((4, 8, 8), np.int32)
+    state = ReviewState()
+    merge_prediction(labels, _prediction(labels.shape, 1), range(4), state, "m1")
+    labels[0, 0, 0] = 1 if labels[0, 0, 0] != 1 else 2  # edited
+    labels[3, 1, 1] = 1 if labels[3, 1, 1] != 1 else 2  # edited
+    state.mark_reviewed([2])  # reviewed as predicted
+    mine, before_state = labels.copy(), state.to_metadata()
+    undo = OverwriteUndo()
+    new = _prediction(labels.shape, 3)
+    written = merge_prediction(labels, new, range(4), state, "m2", overwrite_protected=True,
+                               undo=undo)
+    assert written == [0, 1, 2, 3] and sorted(undo.before) == [0, 2, 3]  # slice 1 was the model's
+    assert undo.state == before_state
+    labels[3, 2, 2] = 7  # the person paints over the new slice 3 before undoing
+    restored, changed = undo_overwrite(labels, state, undo)
+    assert restored == [0, 2] and changed == [3]
+    np.testing.assert_array_equal(labels[[0, 2]], mine[[0, 2]])
+    np.testing.assert_array_equal(labels[1], new[1])  # the model's own slice stays new
+    assert labels[3, 2, 2] == 7
+    assert state.reviewed == {2}
+    assert protected_slices(labels, state) == [0, 2, 3]
+
+
+def test_no_undo_record_without_overwriting():
+    labels = np.zeros((2, 8, 8), np.uint8)
+    state = ReviewState()
+    merge_prediction(labels, _prediction(labels.shape, 1), range(2), state, "m1")
+    state.mark_reviewed([0])
+    undo = OverwriteUndo()
+    written = merge_prediction(labels, _prediction(labels.shape, 2), range(2), state, "m2",
+                               undo=undo)
+    assert written == [1] and undo.before == {} and undo.written == {}
+    assert undo_overwrite(labels, state, undo) == ([], [])
 
 
 def test_unpredicted_slices_count_as_edited_only_when_painted():
