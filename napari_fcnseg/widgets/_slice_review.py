@@ -33,7 +33,7 @@ from napari_fcnseg.core.review import (
 )
 
 from ._common import current_slice, find_labels_layer, is_alive, notify_error
-from .segment import PROBABILITY_KEY
+from ._segment_output import PROBABILITY_KEY
 
 if TYPE_CHECKING:
     import napari

@@ -1,8 +1,9 @@
 """The "Segment" dock widget: run a stored model on an image layer into an editable Labels layer.
 
-Prediction runs in a napari thread worker, so the viewer stays responsive; the result is merged
-into the labels on the main thread with :func:`napari_fcnseg.core.review.merge_prediction`, so
-slices a person edited or reviewed are never overwritten unless asked.
+Prediction runs in a napari thread worker (:mod:`._segment_work`), so the viewer stays
+responsive; the result is merged into the labels on the main thread (:mod:`._segment_output`),
+so slices a person edited or reviewed are never overwritten unless asked, and what such an
+overwrite replaced can be put back with "Undo overwrite".
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fcnseg._reader import MODALITY_KEY, SOURCE_KEY
+from napari_fcnseg._reader import MODALITY_KEY
 from napari_fcnseg.core.review import (
     METADATA_KEY,
+    OverwriteUndo,
     ReviewState,
-    merge_prediction,
     slice_count,
-    slice_index,
+    undo_overwrite,
 )
 
 from ._common import (
@@ -40,12 +41,12 @@ from ._common import (
     find_labels_layer,
     image_layers,
     is_alive,
-    layer_geometry,
     models_changed,
     notify_error,
     register_segment_widget,
     validate_image_layer,
 )
+from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
 SCOPES = {"Whole volume": "volume", "Current slice": "slice"}
-PROBABILITY_KEY = "napari-fcnseg-probability"
-PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
 #: Seconds between progress-bar updates; each repaints the bar at once, pausing the viewer.
 PROGRESS_INTERVAL = 0.2
 
@@ -97,6 +96,11 @@ class SegmentWidget(QWidget):
         self.overwrite_check = QCheckBox("Overwrite edited/reviewed slices")
         self.overwrite_check.setToolTip(
             "Off: slices you painted or marked as reviewed keep your labels.")
+        self.undo_button = QPushButton("Undo overwrite")
+        self.undo_button.setToolTip("Put back the edited/reviewed slices that the last run with "
+                                    "'Overwrite' replaced (unless you changed them since).")
+        self.undo_button.setEnabled(False)
+        self._undo: tuple[Labels, OverwriteUndo] | None = None
         self.segment_button = QPushButton("Segment")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -114,7 +118,7 @@ class SegmentWidget(QWidget):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for widget in (self.probability_check, self.overwrite_check):
+        for widget in (self.probability_check, self.overwrite_check, self.undo_button):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         for widget in (self.progress_bar, self.status_label):
@@ -124,6 +128,7 @@ class SegmentWidget(QWidget):
         self.segment_button.clicked.connect(
             lambda: self.segment(SCOPES[self.scope_combo.currentText()]))
         self.cancel_button.clicked.connect(self.cancel)
+        self.undo_button.clicked.connect(self.undo_overwrite)
         for event in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
         for layer in self.viewer.layers:
@@ -317,10 +322,11 @@ class SegmentWidget(QWidget):
             self.batch_size, _ignore_errors=True,
             _progress={"total": 0, "desc": f"Segmenting {image.name}"})
         request = {"image": image, "model": name, "classes": classes,
-                   "overwrite": self.overwrite_check.isChecked(),
-                   "models_version": self._models_version}
+                   "overwrite": self.overwrite_check.isChecked()}
+        version = self._models_version
         worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(lambda result: self._on_returned(result, request, future))
+        worker.returned.connect(
+            lambda result: self._on_returned(result, request, version, future))
         worker.errored.connect(lambda exc: self._on_errored(exc, future))
         worker.finished.connect(lambda: self._on_finished(future, worker))
         self._worker, self._future, self._cancel_requested = worker, future, False
@@ -343,6 +349,7 @@ class SegmentWidget(QWidget):
     def _set_busy(self, busy: bool) -> None:
         self.segment_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+        self.undo_button.setEnabled(not busy and self._undo is not None)
         if busy:
             self.progress_bar.setRange(0, 0)
 
@@ -384,92 +391,67 @@ class SegmentWidget(QWidget):
         self._fail(future, str(exc) if isinstance(exc, ModelError)
                    else f"Segmentation failed: {exc}")
 
-    def _on_returned(self, outcome: SegmentOutcome, request: dict,
+    def _on_returned(self, outcome: SegmentOutcome, request: dict, models_version: int,
                      future: concurrent.futures.Future) -> None:
-        if outcome.loaded is not None and request["models_version"] == self._models_version:
+        if outcome.loaded is not None and models_version == self._models_version:
             self._models[request["model"]] = outcome.loaded  # the store did not change meanwhile
         if self._cancel_requested or future.done() or not is_alive(self):
             return
         try:
-            written, kept, layer = self._merge(outcome, request)
+            merged = merge_into_layers(self.viewer, outcome, **request)
         except Exception as exc:  # any failure becomes a notification, never a crash
             self._fail(future, f"Could not write the segmentation: {exc}")
             return
+        if merged.undo is not None and merged.undo.before:
+            self._undo = (merged.layer, merged.undo)
         # napari has just built the layer's visuals (most of 0.1 s on a laptop CPU): let the
         # viewer catch up before redrawing this widget (a progress bar repaints at once)
         self._reporting = future
-        QTimer.singleShot(0, lambda: self._report(future, written, kept, layer.name))
+        QTimer.singleShot(0, lambda: self._report(future, merged))
 
-    def _report(self, future: concurrent.futures.Future, written: list[int], kept: list[int],
-                layer_name: str) -> None:
+    def _report(self, future: concurrent.futures.Future, merged: Merged) -> None:
         """Show what a run wrote, release the widget, and resolve its future."""
         self._reporting = None
         if is_alive(self):
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1)
-            message = f"Wrote {len(written)} slice(s) into '{layer_name}'"
-            if kept:
-                message += f"; kept {len(kept)} edited/reviewed slice(s) unchanged"
+            message = f"Wrote {len(merged.written)} slice(s) into '{merged.layer.name}'"
+            if merged.kept:
+                message += f"; kept {len(merged.kept)} edited/reviewed slice(s) unchanged"
+            if merged.undo is not None and merged.undo.before:
+                message += (f"; replaced {len(merged.undo.before)} edited/reviewed slice(s) "
+                            "(Undo overwrite puts them back)")
             self.status_label.setText(message + ".")
             self._set_busy(False)
         # release the widget before resolving, so a caller may start the next run at once
         self._worker = None
         if not future.done():
-            future.set_result(written)
+            future.set_result(merged.written)
 
-    def _merge(self, outcome: SegmentOutcome, request: dict
-               ) -> tuple[list[int], list[int], Labels]:
-        """Merge the prediction into the image's labels layer (created when missing)."""
-        prediction, image = outcome.prediction, request["image"]
-        if image not in self.viewer.layers:
-            raise SegmentError(f"the image layer '{image.name}' was removed meanwhile")
-        layer = find_labels_layer(self.viewer, image)
-        state = (ReviewState.from_metadata(layer.metadata) if layer is not None else None
-                 ) or ReviewState()
-        state.classes = list(request["classes"])
-        if layer is None:  # nothing to spare: the prediction itself becomes the labels
-            data = prediction.labels
-            state.record_prediction(outcome.digests, request["model"])
-            written = list(prediction.slices)
-        else:
-            data = layer.data
-            written = merge_prediction(
-                data, prediction.labels, prediction.slices, state, request["model"],
-                overwrite_protected=request["overwrite"], digests=outcome.digests)
-        kept = sorted(set(prediction.slices) - set(written))
-        if prediction.probabilities is not None:
-            self._show_probabilities(image, prediction, request["classes"])
-        if layer is None:
-            metadata = {METADATA_KEY: state.to_metadata()}
-            if SOURCE_KEY in image.metadata:
-                metadata[SOURCE_KEY] = image.metadata[SOURCE_KEY]
-            layer = self.viewer.add_labels(
-                data, name=f"{image.name} labels", **layer_geometry(image), metadata=metadata,
-                opacity=0.5)
-        else:
-            layer.metadata[METADATA_KEY] = state.to_metadata()
-            layer.refresh()
-        return written, kept, layer
+    def undo_overwrite(self) -> list[int]:
+        """Put back the edited/reviewed slices that the last overwriting run replaced.
 
-    def _show_probabilities(self, image: Image, prediction: Any, classes: list[str]) -> None:
-        """Write the foreground-class probabilities into one uint8 image layer per class."""
-        from napari.layers import Image as ImageLayer
-
-        shape = tuple(image.data.shape)
-        for c in range(1, prediction.probabilities.shape[0]):
-            cls = classes[c] if c < len(classes) else f"class {c}"
-            name = f"{image.name} {cls} probability"
-            probs = prediction.probabilities[c]
-            layer = self.viewer.layers[name] if name in self.viewer.layers else None
-            if isinstance(layer, ImageLayer) and tuple(layer.data.shape) == shape:
-                for k in prediction.slices:
-                    idx = slice_index(shape, k)
-                    layer.data[idx] = probs[idx]
-                layer.refresh()
-            else:
-                self.viewer.add_image(
-                    np.asarray(probs, np.uint8), name=name, **layer_geometry(image),
-                    colormap=PROBABILITY_COLORMAPS[(c - 1) % len(PROBABILITY_COLORMAPS)],
-                    contrast_limits=(0, 255), blending="additive", opacity=0.5,
-                    metadata={PROBABILITY_KEY: cls})
-
+        Slices changed after that run are left as they are. Returns the slices put back.
+        """
+        if self._undo is None:
+            notify_error("No run has overwritten edited or reviewed slices; nothing to undo.")
+            return []
+        if self.busy:
+            notify_error("Wait for the segmentation to finish (or cancel it) before undoing.")
+            return []
+        layer, undo = self._undo
+        self._undo = None
+        self.undo_button.setEnabled(False)
+        if layer not in self.viewer.layers:
+            notify_error(f"The labels layer '{layer.name}' was removed; nothing to put back.")
+            return []
+        state = ReviewState.from_metadata(layer.metadata) or ReviewState()
+        restored, changed = undo_overwrite(layer.data, state, undo)
+        layer.metadata[METADATA_KEY] = state.to_metadata()
+        layer.refresh()
+        message = f"Put back {len(restored)} slice(s) in '{layer.name}'"
+        if changed:
+            message += (f"; left {len(changed)} slice(s) you changed since as they are "
+                        f"({', '.join(map(str, changed))})")
+        self.status_label.setText(message + ".")
+        return restored

@@ -118,11 +118,34 @@ def test_edited_and_reviewed_slices_survive_resegmentation(qtbot, setup, make_mo
     assert "kept 3 edited/reviewed" in widget.status_label.text()
     assert ReviewState.from_metadata(labels.metadata).model == "other"
 
+    assert not widget.undo_button.isEnabled()  # nothing of the person's was replaced
     widget.overwrite_check.setChecked(True)
     future = _run(qtbot, widget, "volume")
     assert future.result() == list(range(8))
     np.testing.assert_array_equal(labels.data, new)
     assert ReviewState.from_metadata(labels.metadata).reviewed == set()
+    assert "replaced 3 edited/reviewed" in widget.status_label.text()
+
+    # changed their mind: paint over the new slice 5, then undo the overwrite
+    qtbot.waitUntil(widget.undo_button.isEnabled, timeout=TIMEOUT)
+    labels.data_setitem((np.array([5]), np.array([0]), np.array([0])), 2)
+    painted = labels.data[5].copy()
+    qtbot.mouseClick(widget.undo_button, Qt.MouseButton.LeftButton)
+    for k in (2, 6):
+        assert labels.data[k].tobytes() == before[k].tobytes()
+    assert labels.data[5].tobytes() == painted.tobytes()  # changed since: left alone
+    for k in (0, 1, 3, 4, 7):
+        np.testing.assert_array_equal(labels.data[k], new[k])
+    state = ReviewState.from_metadata(labels.metadata)
+    assert state.reviewed == {6}
+    assert "Put back 2 slice(s)" in widget.status_label.text()
+    assert "changed since" in widget.status_label.text()
+    assert not widget.undo_button.isEnabled()
+    # the next run keeps them again
+    widget.overwrite_check.setChecked(False)
+    assert _run(qtbot, widget, "volume").result() == [0, 1, 3, 4, 7]
+    for k in (2, 6):
+        assert labels.data[k].tobytes() == before[k].tobytes()
 
 
 def test_cancel_leaves_labels_untouched(qtbot, setup, monkeypatch):
@@ -192,6 +215,9 @@ def test_errors_are_notifications(qtbot, setup, notifications, monkeypatch):
         assert text in notifications[-1][1]
         notifications.clear()
 
+    # nothing was overwritten yet
+    assert widget.undo_overwrite() == []
+    assert "nothing to undo" in notifications.pop()[1]
     # a colour image
     viewer.add_image(np.zeros((16, 16, 3), np.uint8), name="photo", rgb=True)
     widget.image_layer = "photo"

@@ -1,0 +1,133 @@
+"""The Segment widget's main-thread half: put a worker's prediction into napari layers.
+
+A new labels layer takes the prediction array itself; an existing one gets it merged with
+:func:`napari_fcnseg.core.review.merge_prediction`, so slices a person edited or reviewed are
+kept unless the run was asked to overwrite them (and then they are recorded for undoing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_fcnseg._reader import SOURCE_KEY
+from napari_fcnseg.core.review import (
+    METADATA_KEY,
+    OverwriteUndo,
+    ReviewState,
+    merge_prediction,
+    slice_index,
+)
+
+from ._common import find_labels_layer, layer_geometry
+from ._segment_work import SegmentOutcome
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+#: Metadata key marking the probability layers the plugin made (value: the class name).
+PROBABILITY_KEY = "napari-fcnseg-probability"
+PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
+
+
+@dataclass
+class Merged:
+    """What :func:`merge_into_layers` did.
+
+    Attributes
+    ----------
+    written, kept : list of int
+        Slices written, and predicted slices kept because a person edited or reviewed them.
+    layer : napari.layers.Labels
+        The labels layer written into (new or existing).
+    undo : OverwriteUndo or None
+        The person's slices that were overwritten, when the run was asked to overwrite them.
+    """
+
+    written: list[int]
+    kept: list[int]
+    layer: Labels
+    undo: OverwriteUndo | None
+
+
+def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: Image,
+                      model: str, classes: list[str], overwrite: bool) -> Merged:
+    """Write a prediction into ``image``'s labels layer, creating the layer when missing.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer holding ``image``.
+    outcome : SegmentOutcome
+        The worker's prediction and its slice digests.
+    image : napari.layers.Image
+        The image that was segmented.
+    model : str
+        Name of the model that predicted.
+    classes : list of str
+        The model's class names (label value ``i`` is ``classes[i]``).
+    overwrite : bool
+        Also overwrite slices a person edited or reviewed.
+
+    Raises
+    ------
+    ValueError
+        If the image layer was removed meanwhile, or the labels cannot hold the prediction.
+    """
+    prediction = outcome.prediction
+    if image not in viewer.layers:
+        raise ValueError(f"the image layer '{image.name}' was removed meanwhile")
+    layer = find_labels_layer(viewer, image)
+    state = (ReviewState.from_metadata(layer.metadata) if layer is not None else None
+             ) or ReviewState()
+    state.classes = list(classes)
+    undo = OverwriteUndo() if layer is not None and overwrite else None
+    if layer is None:  # nothing to spare: the prediction itself becomes the labels
+        data = prediction.labels
+        state.record_prediction(outcome.digests, model)
+        written = list(prediction.slices)
+    else:
+        data = layer.data
+        written = merge_prediction(data, prediction.labels, prediction.slices, state, model,
+                                   overwrite_protected=overwrite, digests=outcome.digests,
+                                   undo=undo)
+    kept = sorted(set(prediction.slices) - set(written))
+    if prediction.probabilities is not None:
+        show_probabilities(viewer, image, prediction, classes)
+    if layer is None:
+        metadata = {METADATA_KEY: state.to_metadata()}
+        if SOURCE_KEY in image.metadata:
+            metadata[SOURCE_KEY] = image.metadata[SOURCE_KEY]
+        layer = viewer.add_labels(data, name=f"{image.name} labels", **layer_geometry(image),
+                                  metadata=metadata, opacity=0.5)
+    else:
+        layer.metadata[METADATA_KEY] = state.to_metadata()
+        layer.refresh()
+    return Merged(written, kept, layer, undo)
+
+
+def show_probabilities(viewer: napari.Viewer, image: Image, prediction: Any,
+                       classes: list[str]) -> None:
+    """Write the foreground-class probabilities into one uint8 image layer per class."""
+    from napari.layers import Image as ImageLayer
+
+    shape = tuple(image.data.shape)
+    for c in range(1, prediction.probabilities.shape[0]):
+        cls = classes[c] if c < len(classes) else f"class {c}"
+        name = f"{image.name} {cls} probability"
+        probs = prediction.probabilities[c]
+        layer = viewer.layers[name] if name in viewer.layers else None
+        if isinstance(layer, ImageLayer) and tuple(layer.data.shape) == shape:
+            for k in prediction.slices:
+                idx = slice_index(shape, k)
+                layer.data[idx] = probs[idx]
+            layer.refresh()
+        else:
+            viewer.add_image(
+                np.asarray(probs, np.uint8), name=name, **layer_geometry(image),
+                colormap=PROBABILITY_COLORMAPS[(c - 1) % len(PROBABILITY_COLORMAPS)],
+                contrast_limits=(0, 255), blending="additive", opacity=0.5,
+                metadata={PROBABILITY_KEY: cls})
