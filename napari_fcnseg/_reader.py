@@ -78,6 +78,12 @@ def _read(path: Path) -> Any:
     return io.read_volume(path)
 
 
+def axis_labels(ndim: int) -> tuple[str, ...]:
+    """Axis names for an image of ``ndim`` axes: (..., "t", "z", "y", "x"), slices along "z"."""
+    names = ("t", "z", "y", "x")[-min(ndim, 4):]
+    return (*(f"axis {i}" for i in range(ndim - len(names))), *names)
+
+
 def _to_layer(volume: Any) -> LayerDataTuple:
     """Turn an :class:`napari_fcnseg.io.Volume` into an image layer-data tuple."""
     from napari_fcnseg.core.normalize import looks_like_ct
@@ -92,6 +98,7 @@ def _to_layer(volume: Any) -> LayerDataTuple:
         "name": _layer_name(path),
         "scale": tuple(float(s) for s in volume.spacing),
         "units": "mm",
+        "axis_labels": axis_labels(volume.data.ndim),
         "colormap": "gray",
         "metadata": metadata,
     }

@@ -30,6 +30,7 @@ def generated_abdomen(modality: str = "CT", seed: int | None = None,
     shape : tuple of int
         (Z, Y, X) voxels.
     """
+    from napari_fcnseg._reader import axis_labels
     from napari_fcnseg.core.phantoms import generate_volume
 
     modality = modality.upper()
@@ -41,11 +42,10 @@ def generated_abdomen(modality: str = "CT", seed: int | None = None,
     else:
         low, high = np.percentile(phantom.image[:, ::4, ::4], (0.5, 99.5))
         limits = (float(low), float(high))
-    image_meta = {"name": name, "scale": phantom.spacing, "colormap": "gray",
-                  "contrast_limits": limits, "units": "mm",
+    geometry = {"scale": phantom.spacing, "units": "mm", "axis_labels": axis_labels(3)}
+    image_meta = {"name": name, **geometry, "colormap": "gray", "contrast_limits": limits,
                   "metadata": {MODALITY_KEY: modality}}
-    labels_meta = {"name": f"{name} ground truth", "scale": phantom.spacing, "units": "mm",
-                   "opacity": 0.5}
+    labels_meta = {"name": f"{name} ground truth", **geometry, "opacity": 0.5}
     return [(phantom.image, image_meta, "image"), (phantom.labels, labels_meta, "labels")]
 
 

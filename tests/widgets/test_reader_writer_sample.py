@@ -43,6 +43,7 @@ def test_sample_data_is_deterministic_and_scaled():
     assert image_meta["contrast_limits"] == CT_WINDOW and image_meta["colormap"] == "gray"
     assert labels_meta["name"] == "CT-like abdomen ground truth"
     assert image_meta["scale"] == labels_meta["scale"] and len(image_meta["scale"]) == 3
+    assert image_meta["axis_labels"] == labels_meta["axis_labels"] == ("z", "y", "x")
     assert np.array_equal(ct_abdomen()[0][0], image)
     (mr, mr_meta, _), _ = mr_abdomen()
     assert mr.dtype == np.float32 and mr_meta["contrast_limits"][0] < mr_meta["contrast_limits"][1]
@@ -56,6 +57,7 @@ def test_sample_data_through_napari(make_napari_viewer):
     assert [layer.name for layer in viewer.layers] == [
         "CT-like abdomen", "CT-like abdomen ground truth"]
     assert tuple(viewer.layers[0].contrast_limits) == CT_WINDOW
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")
 
 
 def test_reader_tiff_and_nifti(tmp_path):
@@ -69,6 +71,7 @@ def test_reader_tiff_and_nifti(tmp_path):
     np.testing.assert_allclose(attrs["scale"], (2.5, 0.7, 0.7), rtol=1e-4)
     assert attrs["metadata"][SOURCE_KEY] == str(tif)
     assert attrs["name"] == "scan" and attrs["units"] == "mm"
+    assert attrs["axis_labels"] == ("z", "y", "x")
     assert attrs["contrast_limits"] == CT_WINDOW  # HU values are detected as CT
 
     nii = tmp_path / "mr.nii.gz"
