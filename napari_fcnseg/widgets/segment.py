@@ -156,6 +156,9 @@ class SegmentWidget(QWidget):
             return
         if event is not None and getattr(event, "type", "") == "inserted":
             event.value.events.name.connect(self._on_layers_changed)
+        if self._undo is not None and self._undo[0] not in self.viewer.layers:
+            self._undo = None  # its layer is gone: do not keep the slices alive
+            self.undo_button.setEnabled(False)
         self.refresh_images()
 
     def refresh_models(self) -> None:
@@ -446,7 +449,11 @@ class SegmentWidget(QWidget):
             notify_error(f"The labels layer '{layer.name}' was removed; nothing to put back.")
             return []
         state = ReviewState.from_metadata(layer.metadata) or ReviewState()
-        restored, changed = undo_overwrite(layer.data, state, undo)
+        try:
+            restored, changed = undo_overwrite(layer.data, state, undo)
+        except (ValueError, TypeError, IndexError) as exc:  # e.g. its data was replaced
+            notify_error(f"Could not put the slices back into '{layer.name}': {exc}")
+            return []
         layer.metadata[METADATA_KEY] = state.to_metadata()
         layer.refresh()
         message = f"Put back {len(restored)} slice(s) in '{layer.name}'"

@@ -148,6 +148,19 @@ def test_edited_and_reviewed_slices_survive_resegmentation(qtbot, setup, make_mo
         assert labels.data[k].tobytes() == before[k].tobytes()
 
 
+def test_undo_is_dropped_with_its_layer(qtbot, setup, notifications):
+    viewer, widget, image = setup
+    _run(qtbot, widget, "volume")
+    labels = widget.labels_layer
+    labels.data_setitem((np.array([1]), np.array([0]), np.array([0])), 2)
+    widget.overwrite_check.setChecked(True)
+    _run(qtbot, widget, "volume")
+    qtbot.waitUntil(widget.undo_button.isEnabled, timeout=TIMEOUT)
+    viewer.layers.remove(labels)
+    assert not widget.undo_button.isEnabled()
+    assert widget.undo_overwrite() == [] and "nothing to undo" in notifications[-1][1]
+
+
 def test_cancel_leaves_labels_untouched(qtbot, setup, monkeypatch):
     viewer, widget, image = setup
     _run(qtbot, widget, "volume")
