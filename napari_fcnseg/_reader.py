@@ -80,7 +80,7 @@ def _read(path: Path) -> Any:
 
 def axis_labels(ndim: int) -> tuple[str, ...]:
     """Axis names for an image of ``ndim`` axes: (..., "t", "z", "y", "x"), slices along "z"."""
-    names = ("t", "z", "y", "x")[-min(ndim, 4):]
+    names = ("t", "z", "y", "x")[4 - min(ndim, 4):]
     return (*(f"axis {i}" for i in range(ndim - len(names))), *names)
 
 

@@ -97,8 +97,8 @@ class SegmentWidget(QWidget):
         self.overwrite_check.setToolTip(
             "Off: slices you painted or marked as reviewed keep your labels.")
         self.undo_button = QPushButton("Undo overwrite")
-        self.undo_button.setToolTip("Put back the edited/reviewed slices that the last run with "
-                                    "'Overwrite' replaced (unless you changed them since).")
+        self.undo_button.setToolTip("Put back the edited/reviewed slices that the latest run "
+                                    "replaced ('Overwrite' ticked), unless you changed them since.")
         self.undo_button.setEnabled(False)
         self._undo: tuple[Labels, OverwriteUndo] | None = None
         self.segment_button = QPushButton("Segment")
@@ -343,7 +343,7 @@ class SegmentWidget(QWidget):
 
     def cancel(self) -> None:
         """Stop the running segmentation after the current batch; the labels stay untouched."""
-        if self._worker is None:
+        if self._worker is None or self._reporting is not None:  # done, or already written
             return
         self._cancel_requested = True
         self._worker.quit()
@@ -405,8 +405,13 @@ class SegmentWidget(QWidget):
         except Exception as exc:  # any failure becomes a notification, never a crash
             self._fail(future, f"Could not write the segmentation: {exc}")
             return
+        # what "Undo overwrite" puts back is always the latest run's (a run that replaced
+        # nothing of the person's leaves nothing to undo)
         if merged.undo is not None and merged.undo.before:
             self._undo = (merged.layer, merged.undo)
+        elif merged.written:
+            self._undo = None
+        self.cancel_button.setEnabled(False)  # the labels are written: too late to cancel
         # napari has just built the layer's visuals (most of 0.1 s on a laptop CPU): let the
         # viewer catch up before redrawing this widget (a progress bar repaints at once)
         self._reporting = future

@@ -113,6 +113,10 @@ def test_merge_uses_digests_computed_beforehand():
                                digests=digests)
     assert written == [1, 3] and state.reviewed == set() and state.model == "m2"
     assert state.predicted == digests == slice_digests(labels, [1, 3])
+    # they are taken as given, not recomputed
+    merge_prediction(labels, pred, [1, 3], state, "m3", overwrite_protected=True,
+                     digests={1: "given-1", 3: "given-3"})
+    assert state.predicted == {1: "given-1", 3: "given-3"}
 
 
 def test_edits_and_reviews_are_protected():

@@ -152,6 +152,16 @@ def test_undo_is_dropped_with_its_layer(qtbot, setup, notifications):
     viewer, widget, image = setup
     _run(qtbot, widget, "volume")
     labels = widget.labels_layer
+    for _ in range(2):
+        labels.data_setitem((np.array([1]), np.array([0]), np.array([0])), 2)  # an edit
+        widget.overwrite_check.setChecked(True)
+        _run(qtbot, widget, "volume")
+        qtbot.waitUntil(widget.undo_button.isEnabled, timeout=TIMEOUT)
+        # undo is about the latest run: one that replaced nothing of the person's ends it
+        widget.overwrite_check.setChecked(False)
+        _run(qtbot, widget, "volume")
+        qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+        assert not widget.undo_button.isEnabled()
     labels.data_setitem((np.array([1]), np.array([0]), np.array([0])), 2)
     widget.overwrite_check.setChecked(True)
     _run(qtbot, widget, "volume")
@@ -217,6 +227,13 @@ def test_the_model_is_loaded_once_and_off_the_main_thread(qtbot, setup, monkeypa
     models_changed.emit()  # e.g. a model was renamed or replaced: load it afresh
     assert _run(qtbot, widget, "slice").result() == [widget.current_slice()]
     assert calls == [("tiny", False)] * 2
+    # the store changes while a run loads the model: that load is not kept
+    models_changed.emit()
+    future = widget.segment("slice")
+    models_changed.emit()
+    qtbot.waitUntil(future.done, timeout=TIMEOUT)
+    assert _run(qtbot, widget, "slice").result() == [widget.current_slice()]
+    assert calls == [("tiny", False)] * 4
 
 
 def test_errors_are_notifications(qtbot, setup, notifications, monkeypatch):
