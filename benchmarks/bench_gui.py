@@ -7,7 +7,8 @@ Usage (needs a display; on a headless machine wrap it in ``xvfb-run -a``)::
 Measures, in one napari window with the three widgets docked:
   1. the largest gap between ticks of a 10 ms QTimer while segmenting a 512x512x100 int16
      volume with the bundled model (the viewer must stay responsive), into a new labels layer
-     and again into the existing one (overwriting);
+     and again into the existing one, and, for reference, while the same labels are added
+     with ``viewer.add_labels``;
   2. the same while fine-tuning on 3 annotated 512x512 slices (default settings);
   3. the time from asking the Segment widget for the current 512x512 slice to its labels being
      drawn on the canvas (median of 5).
@@ -83,20 +84,21 @@ def main() -> None:
     rows = []
 
     # 1. segmentation of the whole volume, into a new layer and then into the same one again
+    # (the second run rewrites every slice: none is edited or reviewed yet)
     for into in ("a new labels layer", "the existing labels layer"):
-        seg.overwrite_check.setChecked(seg.labels_layer is not None)
         _settle(app)
         timer, ticks = _ticker(app)
         t = time.perf_counter()
         _wait(app, seg.segment("volume"))
         seconds = time.perf_counter() - t
+        _settle(app)  # what follows the result (first draw, the review list) counts too
         timer.stop()
         rows.append((f"largest event-loop gap while segmenting 512x512x100 into {into}, ms",
                      f"{_max_gap(ticks):.0f}"))
         rows.append((f"segmenting 512x512x100 through the widget into {into}, s",
                      f"{seconds:.1f}"))
-    seg.overwrite_check.setChecked(False)
-    # the floor set by napari itself: the gap while it adds the same labels as a new layer
+    # the floor set by napari itself: the gap while the same labels are added as a new layer
+    # directly (the plugin's docks stay open and react to it as they would to any layer)
     copy = np.array(seg.labels_layer.data)
     _settle(app)
     timer, ticks = _ticker(app)
@@ -104,8 +106,8 @@ def main() -> None:
     _settle(app)
     timer.stop()
     viewer.layers.remove(reference)
-    rows.append(("for reference, napari alone: largest gap while adding those labels as a new "
-                 "layer, ms", f"{_max_gap(ticks):.0f}"))
+    rows.append(("for reference, viewer.add_labels of the same labels: largest gap, ms",
+                 f"{_max_gap(ticks):.0f}"))
 
     # 2. fine-tuning on three reviewed slices
     labels = seg.labels_layer
