@@ -124,6 +124,11 @@ def validate_image_layer(layer: Any) -> str | None:
     return None
 
 
+def layer_named(viewer: napari.Viewer, name: str) -> Any:
+    """The viewer's layer called ``name``, or None (e.g. for an empty combo-box choice)."""
+    return viewer.layers[name] if name in viewer.layers else None
+
+
 def find_labels_layer(viewer: napari.Viewer, image: Image) -> Labels | None:
     """The Labels layer holding ``image``'s segmentation, or None when there is none yet.
 

@@ -21,7 +21,7 @@ from napari_fcnseg.core.review import (
     slice_index,
 )
 
-from ._common import find_labels_layer, layer_geometry
+from ._common import find_labels_layer, layer_geometry, layer_named
 from ._segment_work import SegmentOutcome
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def show_probabilities(viewer: napari.Viewer, image: Image, prediction: Any,
         cls = classes[c] if c < len(classes) else f"class {c}"
         name = f"{image.name} {cls} probability"
         probs = prediction.probabilities[c]
-        layer = viewer.layers[name] if name in viewer.layers else None
+        layer = layer_named(viewer, name)
         if isinstance(layer, ImageLayer) and tuple(layer.data.shape) == shape:
             for k in prediction.slices:
                 idx = slice_index(shape, k)

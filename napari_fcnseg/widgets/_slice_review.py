@@ -32,7 +32,7 @@ from napari_fcnseg.core.review import (
     slice_index,
 )
 
-from ._common import current_slice, find_labels_layer, is_alive, notify_error
+from ._common import current_slice, find_labels_layer, is_alive, layer_named, notify_error
 from ._segment_output import PROBABILITY_KEY
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class SliceReviewWidget(QWidget):
     def image_layer(self) -> Image | None:
         """The chosen image layer, or None; setting one reviews that image's own labels."""
         name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer_named(self.viewer, name)
 
     @image_layer.setter
     def image_layer(self, layer: Image | str) -> None:
@@ -138,7 +138,7 @@ class SliceReviewWidget(QWidget):
     def labels_layer(self) -> Labels | None:
         """The Labels layer under review, or None; one set here stays until an image is set."""
         name = self.labels_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer_named(self.viewer, name)
 
     @labels_layer.setter
     def labels_layer(self, layer: Labels | str) -> None:

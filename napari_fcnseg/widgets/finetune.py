@@ -240,8 +240,8 @@ class FinetuneWidget(SliceReviewWidget):
         # copying a whole 512x512x100 volume alone held up the viewer for ~40 ms
         data = np.zeros(labels.data.shape, labels.data.dtype)  # untouched pages cost nothing
         shape = tuple(data.shape)
-        for k in slices:
-            data[slice_index(shape, k)] = labels.data[slice_index(shape, k)]
+        for idx in (slice_index(shape, k) for k in slices):
+            data[idx] = labels.data[idx]
         used = data.reshape(-1, *data.shape[-2:])[slices]
         if used.min() < 0 or used.max() > MAX_LABEL:
             raise FinetuneError(f"'{labels.name}' uses label values outside 0..{MAX_LABEL}; "

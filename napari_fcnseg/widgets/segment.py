@@ -41,6 +41,7 @@ from ._common import (
     find_labels_layer,
     image_layers,
     is_alive,
+    layer_named,
     models_changed,
     notify_error,
     register_segment_widget,
@@ -212,7 +213,7 @@ class SegmentWidget(QWidget):
     def image_layer(self) -> Image | None:
         """The chosen image layer, or None."""
         name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer_named(self.viewer, name)
 
     @image_layer.setter
     def image_layer(self, layer: Image | str) -> None:
