@@ -1,34 +1,19 @@
-"""Plumbing shared by the plugin's widgets: notifications, events, layer checks."""
+"""Plumbing shared by the plugin's widgets: notifications, layer checks and look-ups.
+
+What widgets share with each other (the per-viewer session, store events) is in
+:mod:`.session`.
+"""
 
 from __future__ import annotations
 
-import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from psygnal import Signal
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
-
-    from .segment import SegmentWidget
-
-
-class _PluginEvents:
-    """Holder for the plugin-wide signals (psygnal needs a class to declare them)."""
-
-    models_changed = Signal()
-
-
-_EVENTS = _PluginEvents()
-
-#: Emitted (on the main thread) after the model store changed: a model was saved, deleted,
-#: renamed or imported, or the store was reset. Widgets listing models refresh on it.
-models_changed = _EVENTS.models_changed
-
-_SEGMENT_WIDGETS: weakref.WeakValueDictionary[int, SegmentWidget] = weakref.WeakValueDictionary()
 
 
 def notify_error(message: str) -> None:
@@ -69,19 +54,6 @@ def is_alive(widget: Any) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def register_segment_widget(viewer: napari.Viewer, widget: SegmentWidget) -> None:
-    """Remember ``widget`` as the Segment widget of ``viewer`` (weakly)."""
-    _SEGMENT_WIDGETS[id(viewer)] = widget
-
-
-def segment_widget(viewer: napari.Viewer) -> SegmentWidget | None:
-    """Return the Segment widget docked in ``viewer``, or None when there is none."""
-    widget = _SEGMENT_WIDGETS.get(id(viewer))
-    if widget is None or getattr(widget, "viewer", None) is not viewer:
-        return None
-    return widget
 
 
 def image_layers(viewer: napari.Viewer) -> list[Image]:

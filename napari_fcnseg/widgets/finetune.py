@@ -28,18 +28,11 @@ from qtpy.QtWidgets import (
 
 from napari_fcnseg.core.review import protected_slices, slice_count, slice_index
 
-from ._common import (
-    fail_future,
-    is_alive,
-    models_changed,
-    notify_error,
-    notify_info,
-    segment_widget,
-    validate_image_layer,
-)
+from ._common import fail_future, is_alive, notify_error, notify_info, validate_image_layer
 from ._slice_review import FinetuneError, SliceReviewWidget
 from .loss_plot import LossPlot
 from .segment import MODALITY_KEY
+from .session import models_changed, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -89,18 +82,21 @@ class FinetuneWidget(SliceReviewWidget):
     """Fine-tune a stored model on the edited and reviewed slices of a Labels layer.
 
     The slice review (choice of image and labels, the list of slices to learn from, marking
-    slices reviewed) comes from :class:`~._slice_review.SliceReviewWidget`.
+    slices reviewed) comes from :class:`~._slice_review.SliceReviewWidget`. A model it saves
+    becomes the viewer's model to segment with, and re-segmenting goes through the viewer's
+    Segment widget; both are found through the viewer's session (see :mod:`.session`).
 
     Parameters
     ----------
     napari_viewer : napari.Viewer
-        The viewer this widget is docked in.
+        The viewer this widget is docked in (or napari's proxy of it).
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(napari_viewer)
         from napari_fcnseg.core.finetune import FinetuneSettings
 
+        self.session = session_for(napari_viewer)
         self._worker: Any = None
         self._future: concurrent.futures.Future | None = None
         self._cancelled = False
@@ -182,16 +178,15 @@ class FinetuneWidget(SliceReviewWidget):
             self._select_base_model()
 
     def _select_base_model(self) -> None:
-        """Pick the model that made the labels, else the Segment widget's, else the default."""
+        """Pick the model that made the labels, else the session's model, else the default."""
         from napari_fcnseg.core.store import ModelError, ModelStore
 
         state = self.review_state()
-        seg = segment_widget(self.viewer)
         try:
             default = ModelStore().default()
         except (ModelError, OSError):
             default = ""
-        for name in (state.model if state else "", seg.model_name if seg else "", default):
+        for name in (state.model if state else "", self.session.model, default):
             if name and self.model_combo.findText(name) >= 0:
                 self.model_combo.setCurrentText(name)
                 return
@@ -367,9 +362,7 @@ class FinetuneWidget(SliceReviewWidget):
             return
         self._last_model = self._saved
         models_changed.emit()
-        seg = segment_widget(self.viewer)
-        if seg is not None:
-            seg.select_model(self._saved)
+        self.session.select_model(self._saved)  # the Segment widget follows
         if result.stopped:
             notify_info(f"Fine-tuning stopped early: {result.stopped}.")
         if is_alive(self):
@@ -409,7 +402,7 @@ class FinetuneWidget(SliceReviewWidget):
             :class:`FinetuneError` when re-segmenting is not possible.
         """
         future: concurrent.futures.Future = concurrent.futures.Future()
-        seg = segment_widget(self.viewer)
+        seg = self.session.segmenter()
         image, labels = self.image_layer, self.labels_layer
         if seg is None:
             return self._fail(future, "Open the Segment widget to re-segment the slices.")

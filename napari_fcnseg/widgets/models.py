@@ -23,7 +23,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import is_alive, models_changed, notify_error, notify_info
+from ._common import is_alive, notify_error, notify_info
+from .session import models_changed
 
 if TYPE_CHECKING:
     import napari

@@ -42,13 +42,12 @@ from ._common import (
     image_layers,
     is_alive,
     layer_named,
-    models_changed,
     notify_error,
-    register_segment_widget,
     validate_image_layer,
 )
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
+from .session import models_changed, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -66,10 +65,13 @@ class SegmentError(RuntimeError):
 class SegmentWidget(QWidget):
     """Segment the chosen image layer with a stored model.
 
+    The widget is its viewer's segmenter (see :mod:`.session`): it follows the session's
+    model, so a model fine-tuned in the same viewer is the one it segments with next.
+
     Parameters
     ----------
     napari_viewer : napari.Viewer
-        The viewer this widget is docked in.
+        The viewer this widget is docked in (or napari's proxy of it).
     """
 
     batch_size: int | None = None  # predict decides: 1 slice per pass on the CPU
@@ -79,6 +81,7 @@ class SegmentWidget(QWidget):
         from napari_fcnseg.core.device import available_devices
 
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self._models: dict[str, Any] = {}  # name -> LoadedModel, loaded by a worker
         self._models_version = 0  # counts store changes; a load from before one is not kept
         self._worker: Any = None
@@ -130,12 +133,14 @@ class SegmentWidget(QWidget):
             lambda: self.segment(SCOPES[self.scope_combo.currentText()]))
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo_overwrite)
+        self.model_combo.currentTextChanged.connect(self.session.select_model)
         for event in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
         for layer in self.viewer.layers:
             layer.events.name.connect(self._on_layers_changed)
         models_changed.connect(self._on_models_changed)
-        register_segment_widget(self.viewer, self)
+        self.session.model_selected.connect(self._on_model_selected)
+        self.session.set_segmenter(self)
         self.refresh_images()
         self.refresh_models()
 
@@ -163,7 +168,7 @@ class SegmentWidget(QWidget):
         self.refresh_images()
 
     def refresh_models(self) -> None:
-        """Re-list the stored models, keeping the current choice or else the default model."""
+        """Re-list the stored models, keeping the current choice, else the session's or default."""
         from napari_fcnseg.core.store import ModelError, ModelStore
 
         current = self.model_combo.currentText()
@@ -183,8 +188,11 @@ class SegmentWidget(QWidget):
             note = "" if info.available else " (weights missing)"
             self.model_combo.setItemData(
                 i, f"{info.name}: {classes}{note}", Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.setCurrentText(current if current in names else default)
+        self.model_combo.setCurrentText(
+            next((name for name in (current, self.session.model) if name in names), default))
         self.model_combo.blockSignals(False)
+        if self.model_name != current:  # e.g. the chosen model was deleted: tell the session
+            self.session.select_model(self.model_name)
 
     def _on_models_changed(self) -> None:
         if not is_alive(self):
@@ -193,6 +201,12 @@ class SegmentWidget(QWidget):
         self._models.clear()
         self._models_version += 1
         self.refresh_models()
+
+    def _on_model_selected(self, name: str) -> None:
+        if not is_alive(self):
+            self.session.model_selected.disconnect(self._on_model_selected)
+        elif name != self.model_name:
+            self.select_model(name)
 
     def select_model(self, name: str) -> bool:
         """Choose the model ``name``; returns False (with a notification) when it is unknown."""

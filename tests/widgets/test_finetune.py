@@ -6,7 +6,6 @@ from napari_fcnseg.core.phantoms import generate_volume
 from napari_fcnseg.core.predict import predict
 from napari_fcnseg.core.review import METADATA_KEY, ReviewState
 from napari_fcnseg.core.store import ModelStore
-from napari_fcnseg.widgets._common import models_changed
 from napari_fcnseg.widgets.finetune import (
     CANCELLED_MESSAGE,
     FinetuneCancelled,
@@ -14,6 +13,7 @@ from napari_fcnseg.widgets.finetune import (
     FinetuneWidget,
 )
 from napari_fcnseg.widgets.segment import SegmentWidget
+from napari_fcnseg.widgets.session import models_changed
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 60_000

@@ -1,7 +1,7 @@
 import pytest
 
 from napari_fcnseg.core.store import BUNDLED, ModelStore
-from napari_fcnseg.widgets import _common
+from napari_fcnseg.widgets import session
 from napari_fcnseg.widgets.models import ModelsWidget, describe
 from napari_fcnseg.widgets.segment import SegmentWidget
 
@@ -29,7 +29,7 @@ def test_lists_bundled_and_user_models_with_metadata(widget, make_model):
         "classes": ["background", "organ", "lesion"], "parent": "tiny",
         "num_annotated_slices": 4, "steps": 30,
         "dice_before": {"organ": 0.5, "lesion": 0.25}, "dice_after": {"organ": 0.9, "lesion": 0.7}})
-    _common.models_changed.emit()
+    session.models_changed.emit()
     texts = _row_texts(widget, "tuned")
     assert texts[1] == "tiny"
     assert texts[3:] == ["4", "0.38 → 0.80"]
@@ -44,7 +44,7 @@ def test_rename_delete_and_refuse_bundled(widget, notifications):
     def on_changed():
         changed.append(True)
 
-    _common.models_changed.connect(on_changed)
+    session.models_changed.connect(on_changed)
     try:
         widget.select("tiny")
         widget.ask_name = lambda title, current: "liver v2"
@@ -65,7 +65,7 @@ def test_rename_delete_and_refuse_bundled(widget, notifications):
         assert not widget.delete(BUNDLED)
         assert notifications[-1][0] == "error"
     finally:
-        _common.models_changed.disconnect(on_changed)
+        session.models_changed.disconnect(on_changed)
 
 
 def test_export_import_and_errors(widget, tmp_path, notifications):

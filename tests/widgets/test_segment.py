@@ -9,8 +9,9 @@ from napari_fcnseg.core.predict import Prediction, predict
 from napari_fcnseg.core.progress import Progress
 from napari_fcnseg.core.review import METADATA_KEY, ReviewState
 from napari_fcnseg.core.store import ModelStore
-from napari_fcnseg.widgets._common import models_changed, segment_widget, validate_image_layer
+from napari_fcnseg.widgets._common import validate_image_layer
 from napari_fcnseg.widgets.segment import SegmentWidget
+from napari_fcnseg.widgets.session import models_changed, session_for
 
 TIMEOUT = 60_000
 
@@ -39,7 +40,7 @@ def _run(qtbot, widget, *args, **kwargs):
 
 def test_segment_whole_volume(qtbot, setup):
     viewer, widget, image = setup
-    assert segment_widget(viewer) is widget
+    assert session_for(viewer).segmenter() is widget
     assert widget.image_layer is image
     assert widget.model_name == "tiny"
     future = _run(qtbot, widget, "volume")
