@@ -34,6 +34,7 @@ from napari_fcnseg.core.review import (
 
 from ._common import current_slice, find_labels_layer, is_alive, layer_named, notify_error
 from ._segment_output import PROBABILITY_KEY
+from .session import real_viewer
 
 if TYPE_CHECKING:
     import napari
@@ -61,7 +62,7 @@ class SliceReviewWidget(QWidget):
     Parameters
     ----------
     napari_viewer : napari.Viewer
-        The viewer this widget is docked in.
+        The viewer this widget is docked in (or napari's proxy of it).
     """
 
     #: Emitted when another Labels layer is under review.
@@ -71,7 +72,7 @@ class SliceReviewWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # layers compared with `is` (see .session)
         self._watched: Labels | None = None  # the labels layer whose events we listen to
         self._chosen_labels: Labels | None = None  # the labels layer the user chose
         self._point: tuple = ()

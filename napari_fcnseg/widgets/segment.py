@@ -47,7 +47,7 @@ from ._common import (
 )
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
-from .session import models_changed, session_for
+from .session import models_changed, real_viewer, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -80,7 +80,7 @@ class SegmentWidget(QWidget):
         super().__init__()
         from napari_fcnseg.core.device import available_devices
 
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # layers compared with `is` (see .session)
         self.session = session_for(napari_viewer)
         self._models: dict[str, Any] = {}  # name -> LoadedModel, loaded by a worker
         self._models_version = 0  # counts store changes; a load from before one is not kept

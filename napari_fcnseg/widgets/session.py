@@ -12,6 +12,11 @@ directly, and the session goes away with its viewer.
 Widgets talk to each other only through the session: the Segment widget registers itself as
 the viewer's segmenter and follows :attr:`ViewerSession.model_selected`; the Review and
 Fine-tune widget asks the session for the segmenter and selects the models it trains there.
+
+The Segment and Review widgets also work on :func:`real_viewer` rather than the proxy: the
+proxy wraps every layer it hands out in a new proxy, so the same layer looked up twice is not
+``is``-identical, and the widgets tell layers apart by identity. They use napari's public API
+only, which is all the proxy would let through.
 """
 
 from __future__ import annotations
