@@ -1,18 +1,29 @@
 """Fine-tune a segmentation network on the slices a user corrected or reviewed.
 
-Only the annotated slices enter the loss (the rest of the volume is still a guess). The network
+Only annotated pixels enter the loss: whole corrected slices by default, or, with an ignore
+label, just the strokes a person painted (the rest of the volume is still a guess). The network
 is trained on a copy, so stopping the generator (cancel) leaves the caller's model untouched.
-BatchNorm running statistics stay fixed by default: a batch drawn from three slices gives poor
-statistics, and frozen statistics adapted better in our measurements (BENCHMARKS.md).
-Forgetting is held back by an L2 penalty that pulls every shared weight towards its starting
-value (L2-SP), so the network moves only as far as the corrections ask. A NaN or exploding loss
-stops training and restores the last good weights.
+
+The recipe, chosen for learning from one to five slices without memorising them:
+
+- the head is first fitted to the network's features of the annotated pixels (linear probing),
+  so a class the starting model never knew starts from a sensible decision instead of a random
+  one, then the whole network is trained from there;
+- crops are centred on each annotated class in turn, so small structures are in every batch;
+- orientation-preserving augmentation (small rotations, scaling, shear, left-right flip, blur,
+  gamma, contrast and noise);
+- the encoder learns ten times slower than the decoder and head, BatchNorm statistics stay
+  fixed, and an L2 pull towards the starting weights (L2-SP) limits forgetting;
+- a NaN or exploding loss stops training and keeps the last good weights.
+
+Dice is reported honestly (:mod:`~napari_fcnseg.core.holdout`): the starting model on the
+annotated slices, the fine-tuned recipe on annotated slices it did not train on (k-fold), and
+the final model on its own training slices, labelled as such.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -20,16 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adam import Adam
-from .augment import augment_batch
 from .device import pick_device
-from .losses import dice_ce_loss
-from .metrics import dice_per_class
+from .head_init import fit_head
+from .holdout import Counts, kfold_iter, masked_counts, pooled_dice
 from .nets import pad_to_multiple, replace_head
 from .normalize import Normalizer, fit_normalizer
-from .predict import predict
 from .progress import Progress, run_to_completion
 from .slices import stack_slices
+from .training import train_iter
 
 
 @dataclass
@@ -39,15 +48,24 @@ class FinetuneSettings:
     Attributes
     ----------
     steps : int
-        Optimiser steps.
+        Optimiser steps (of the final model, and of each held-out fold).
     lr : float
-        Peak learning rate (Adam, cosine decay after a short warm-up).
+        Peak learning rate of the decoder and head (Adam, cosine decay after a warm-up).
+    encoder_lr_factor : float
+        The encoder's learning rate relative to ``lr``; 0 freezes the encoder.
     batch_size : int
-        Slices (or crops) per step.
+        Crops per step.
     crop : int
-        Slices larger than this are trained on random ``crop`` x ``crop`` windows.
+        Slices larger than this are trained on ``crop`` x ``crop`` windows, centred on each
+        annotated class in turn.
     anchor_weight : float
         Strength of the pull towards the starting weights (L2-SP); 0 disables it.
+    fit_head_first : bool
+        Fit the head rows of classes new to the model on frozen features before training.
+    augment : {"anatomical", "any"}
+        Orientation-preserving augmentation, or flips and right-angle rotations.
+    holdout_folds : int
+        Folds of the held-out Dice estimate (at most one per annotated slice); below 2, none.
     grad_clip : float
         Gradient norm limit.
     explode_factor : float
@@ -59,11 +77,15 @@ class FinetuneSettings:
         Seed for sampling and augmentation.
     """
 
-    steps: int = 120
+    steps: int = 100
     lr: float = 1e-3
+    encoder_lr_factor: float = 0.1
     batch_size: int = 4
-    crop: int = 256
+    crop: int = 192
     anchor_weight: float = 1e-3
+    fit_head_first: bool = True
+    augment: str = "anatomical"
+    holdout_folds: int = 3
     grad_clip: float = 5.0
     explode_factor: float = 20.0
     freeze_norm_stats: bool = True
@@ -86,14 +108,23 @@ class FinetuneResult:
         Names of the network's classes.
     slices : list of int
         The annotated slices it was trained on.
-    dice_before, dice_after : dict
-        Dice per foreground class name on the annotated slices, before and after.
+    dice_before : dict
+        Dice per foreground class of the starting model on the annotated slices (it trained on
+        none of them).
+    dice_after : dict
+        Held-out Dice per class of the fine-tuning recipe: each annotated slice scored by a
+        model trained the same way without it (k-fold). Empty with one annotated slice.
+    dice_train : dict
+        Dice of the fine-tuned model on its own training slices (how well it fits them, not
+        how well it generalises).
     steps : int
-        Optimiser steps completed.
+        Optimiser steps of the final model.
     stopped : str or None
         Why training stopped early, in plain words (NaN or exploding loss), else None.
     settings : dict
         The hyper-parameters used.
+    folds : int
+        Folds of the held-out estimate (0 when there is none).
     """
 
     net: nn.Module
@@ -101,9 +132,27 @@ class FinetuneResult:
     slices: list[int]
     dice_before: dict[str, float]
     dice_after: dict[str, float]
+    dice_train: dict[str, float]
     steps: int
     stopped: str | None = None
     settings: dict = field(default_factory=dict)
+    folds: int = 0
+
+    @property
+    def heldout_description(self) -> str:
+        """Plain words for what ``dice_after`` was measured on."""
+        if not self.folds:
+            return "no held-out estimate: at least two annotated slices are needed"
+        return (f"held-out: each of the {len(self.slices)} annotated slices scored by a model "
+                f"fine-tuned without it ({self.folds}-fold)")
+
+    @property
+    def improved(self) -> bool | None:
+        """Whether the held-out Dice beats the starting model's; None without an estimate."""
+        if not self.dice_after:
+            return None
+        before = np.mean([self.dice_before[c] for c in self.dice_after])
+        return bool(np.mean(list(self.dice_after.values())) > before)
 
     def metadata(self, parent: str) -> dict:
         """Return the model metadata (lineage, data, scores) to save with the network."""
@@ -117,21 +166,28 @@ class FinetuneResult:
             "stopped": self.stopped,
             "dice_before": dict(self.dice_before),
             "dice_after": dict(self.dice_after),
+            "dice_after_measured_on": self.heldout_description,
+            "dice_train": dict(self.dice_train),
+            "improved": self.improved,
         }
 
 
-def annotated_slices(labels: np.ndarray) -> list[int]:
-    """Return the slices (of ``labels.reshape(-1, Y, X)``) containing any non-zero label."""
+def annotated_slices(labels: np.ndarray, ignore_label: int | None = None) -> list[int]:
+    """Return the slices (of ``labels.reshape(-1, Y, X)``) holding an annotation.
+
+    Without ``ignore_label`` a slice is annotated when it has any non-zero label; with it,
+    when any pixel differs from ``ignore_label`` (0 is then an explicit background stroke).
+    """
     labels = np.asarray(labels)
-    flat = labels.reshape(-1, labels.shape[-2] * labels.shape[-1]) if labels.ndim >= 2 else None
-    if flat is None:
+    if labels.ndim < 2:
         raise ValueError("labels must be at least 2D")
-    return [int(k) for k in np.flatnonzero(flat.any(axis=1))]
+    flat = labels.reshape(-1, labels.shape[-2] * labels.shape[-1])
+    marked = flat != ignore_label if ignore_label is not None else flat != 0
+    return [int(k) for k in np.flatnonzero(marked.any(axis=1))]
 
 
-def _check_inputs(
-    image: np.ndarray, labels: np.ndarray, slices: Sequence[int] | None
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _check_inputs(image: np.ndarray, labels: np.ndarray, slices: Sequence[int] | None,
+                  ignore_label: int | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
     image, labels = np.asarray(image), np.asarray(labels)
     if image.ndim < 2:
         raise ValueError("the image must be 2D or a stack of slices")
@@ -142,7 +198,10 @@ def _check_inputs(
     if labels.size and labels.min() < 0:
         raise ValueError("labels must not be negative")
     n_slices = int(np.prod(image.shape[:-2], dtype=np.int64))
-    chosen = annotated_slices(labels) if slices is None else sorted({int(s) for s in slices})
+    if slices is None:
+        chosen = annotated_slices(labels, ignore_label)
+    else:
+        chosen = sorted({int(s) for s in slices})
     if not chosen:
         raise ValueError("no annotated slices: correct or mark at least one slice as reviewed")
     bad = [s for s in chosen if not 0 <= s < n_slices]
@@ -151,10 +210,7 @@ def _check_inputs(
     return image, labels, chosen
 
 
-def _class_names(labels: np.ndarray, slices: list[int], net: nn.Module,
-                 class_names: Sequence[str] | None) -> list[str]:
-    flat = labels.reshape(-1, *labels.shape[-2:])
-    top = int(flat[slices].max()) if len(slices) else 0
+def _class_names(top: int, net: nn.Module, class_names: Sequence[str] | None) -> list[str]:
     if class_names is None:
         n = max(net.config.num_classes, top + 1)
         return ["background", *[f"class {c}" for c in range(1, n)]]
@@ -166,53 +222,50 @@ def _class_names(labels: np.ndarray, slices: list[int], net: nn.Module,
     return names
 
 
-def _training_arrays(image, labels, slices, context, norm: Normalizer):
-    """Normalised 2.5D inputs and targets of the annotated slices (kept on the CPU)."""
+def _training_arrays(image, labels, slices, context, norm: Normalizer, ignore_label):
+    """Normalised 2.5D inputs, targets and annotated-pixel masks (kept on the CPU)."""
     h, w = image.shape[-2:]
     volumes = image.reshape(-1, *image.shape[-3:]) if image.ndim >= 3 else image[None, None]
     nz = volumes.shape[1]
     xs = np.stack([norm(stack_slices(volumes[k // nz], [k % nz], context)[0]) for k in slices])
     ys = labels.reshape(-1, h, w)[slices].astype(np.int64)
-    return torch.from_numpy(xs), torch.from_numpy(ys)
+    if ignore_label is None:
+        valid = np.ones(ys.shape, bool)
+    else:
+        valid = ys != ignore_label
+        ys[~valid] = 0
+    return torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(valid)
 
 
-def _sample(xs, ys, rng: np.random.Generator, batch: int, crop: int):
-    idx = rng.integers(len(xs), size=batch)
+def _predict_stacks(net: nn.Module, xs: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Class per pixel of already normalised 2.5D inputs (S, C, H, W)."""
     h, w = xs.shape[-2:]
-    ch, cw = min(crop, h), min(crop, w)
-    x_out, y_out = [], []
-    for i in idx:
-        y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-        x_out.append(xs[i, :, y0:y0 + ch, x0:x0 + cw])
-        y_out.append(ys[i, y0:y0 + ch, x0:x0 + cw])
-    return torch.stack(x_out), torch.stack(y_out)
+    out = []
+    net.eval()
+    with torch.inference_mode():
+        for i in range(xs.shape[0]):
+            x, _ = pad_to_multiple(xs[i:i + 1].to(device), getattr(net, "multiple", 32))
+            out.append(net(x)[0, :, :h, :w].argmax(0).cpu().numpy())
+    return np.stack(out)
 
 
-def _batch_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> float:
-    """Mean hard Dice over the foreground classes present in the batch."""
-    pred = logits.argmax(1)
-    scores = []
-    for c in range(1, logits.shape[1]):
-        p, r = (pred == c) & valid, (target == c) & valid
-        if r.any() or p.any():
-            scores.append(2 * (p & r).sum().item() / (p.sum().item() + r.sum().item()))
-    return float(np.mean(scores)) if scores else 1.0
+def _kept_rows(names: list[str], base_names: Sequence[str] | None, old: int) -> dict[int, int]:
+    """Map starting-head rows to the label set's classes they already stand for."""
+    if base_names is None:
+        return {k: k for k in range(min(old, len(names)))}
+    return {k: names.index(n) for k, n in enumerate(base_names[:old]) if n in names}
 
 
-def _slice_dice(net, image, labels, slices, names, norm, device) -> dict[str, float]:
-    pred = predict(net, image, slices=slices, normalizer=norm, device=device).labels
-    h, w = labels.shape[-2:]
-    p = pred.reshape(-1, h, w)[slices]
-    r = labels.reshape(-1, h, w)[slices]
-    scores = dice_per_class(p, r, len(names))
-    return {names[c]: round(float(v), 4) for c, v in scores.items()}
-
-
-def _freeze_norm_stats(net: nn.Module) -> None:
-    """Keep BatchNorm running statistics fixed while training the rest."""
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+def _adapt_head(model: nn.Module, names: list[str], kept: dict[int, int]) -> list[int]:
+    """Size the head for ``names``, keeping known rows; return the classes that are new."""
+    old = model.head
+    if len(names) != model.config.num_classes or any(k != v for k, v in kept.items()):
+        replace_head(model, len(names))
+        with torch.no_grad():
+            for k, v in kept.items():
+                model.head.weight[v] = old.weight[k]
+                model.head.bias[v] = old.bias[k]
+    return [c for c in range(len(names)) if c not in kept.values()]
 
 
 def finetune_iter(
@@ -222,6 +275,8 @@ def finetune_iter(
     *,
     slices: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
+    base_class_names: Sequence[str] | None = None,
+    ignore_label: int | None = None,
     settings: FinetuneSettings | None = None,
     modality: str = "auto",
     device: str | torch.device | None = None,
@@ -237,14 +292,18 @@ def finetune_iter(
     labels : numpy.ndarray
         Integer labels of the same shape (0 = background).
     slices : sequence of int, optional
-        Annotated slices, indices of ``labels.reshape(-1, Y, X)``. Default: every slice with a
-        non-zero label. Give it explicitly so reviewed all-background slices count too.
+        Annotated slices, indices of ``labels.reshape(-1, Y, X)``. Default: see
+        :func:`annotated_slices`. Give it explicitly so reviewed all-background slices count.
     class_names : sequence of str, optional
-        Names of the label classes; a count different from the network's gives it a new head
-        (features kept). Default: the network's classes, generically named.
+        Names of the label classes. Default: the network's classes, generically named.
+    base_class_names : sequence of str, optional
+        Names of the starting network's classes: head rows whose name is in ``class_names``
+        are kept; the others are refitted. Default: rows are matched by index.
+    ignore_label : int, optional
+        Label value of pixels nobody annotated (partial labels): they stay out of the loss and
+        out of every Dice. Default: every pixel of an annotated slice counts.
     settings : FinetuneSettings, optional
-        Hyper-parameters; defaults finish 3 annotated 256 x 256 slices in well under a minute
-        on a 2-core CPU.
+        Hyper-parameters.
     modality : str
         Intensity normalisation, as in :func:`~napari_fcnseg.core.normalize.fit_normalizer`.
     device : str or torch.device, optional
@@ -253,12 +312,14 @@ def finetune_iter(
     Yields
     ------
     Progress
-        After every step, with the loss and the batch Dice on the annotated slices.
+        After every step of the final model and of each held-out fold, with the loss and the
+        batch Dice.
 
     Returns
     -------
     FinetuneResult
-        The new network and its before/after Dice on the annotated slices.
+        The new network, the starting model's Dice, the held-out Dice estimate and the
+        training-slice Dice.
 
     Raises
     ------
@@ -267,86 +328,48 @@ def finetune_iter(
         using a class that ``class_names`` does not name.
     """
     settings = settings or FinetuneSettings()
-    image, labels, chosen = _check_inputs(image, labels, slices)
-    names = _class_names(labels, chosen, net, class_names)
+    image, labels, chosen = _check_inputs(image, labels, slices, ignore_label)
     dev = device if isinstance(device, torch.device) else pick_device(device)
     norm = fit_normalizer(image, modality)
+    xs, ys, valid = _training_arrays(image, labels, chosen, net.config.context, norm,
+                                     ignore_label)
+    top = int(ys[valid].max()) if bool(valid.any()) else 0
+    names = _class_names(top, net, class_names)
+    kept = _kept_rows(names, base_class_names, net.config.num_classes)
+    folds = min(len(chosen), settings.holdout_folds) if settings.holdout_folds >= 2 else 0
+    folds = folds if folds >= 2 else 0
+    total = settings.steps * (1 + folds)
 
-    model = copy.deepcopy(net).cpu()
-    model.config = net.config
-    if len(names) != model.config.num_classes:
-        replace_head(model, len(names))
-    yield Progress(0, settings.steps, "measuring Dice before fine-tuning")
-    before = _slice_dice(model, image, labels, chosen, names, norm, dev)
+    def counts(model: nn.Module, positions: list[int], mapping=None) -> Counts:
+        pred = _predict_stacks(model, xs[positions], dev)
+        if mapping is not None:
+            lut = np.zeros(max(mapping, default=0) + 1, np.int64)
+            lut[list(mapping)] = list(mapping.values())
+            pred = lut[np.minimum(pred, len(lut) - 1)] * (pred < len(lut))
+        return masked_counts(pred, ys[positions].numpy(), valid[positions].numpy(), len(names))
 
-    xs, ys = _training_arrays(image, labels, chosen, model.config.context, norm)
-    model = model.to(dev)
-    anchors = {n: p.detach().clone() for n, p in model.named_parameters()
-               if not n.startswith("head.")}
-    params = list(model.parameters())
-    opt = Adam(params, lr=settings.lr)  # not torch.optim: see napari_fcnseg.core.adam
-    warm = max(1, settings.steps // 10)
+    yield Progress(0, total, "measuring the starting model on the annotated slices")
+    start = copy.deepcopy(net).to(dev)
+    start.config = net.config
+    everything = list(range(len(chosen)))
+    before = pooled_dice([counts(start, everything, kept)], names)
+    new_classes = _adapt_head(start, names, kept)
 
-    def lr_at(step: int) -> float:
-        """Fraction of the learning rate for 0-based ``step``: linear warm-up, cosine decay."""
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, settings.steps - warm)))
+    def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
+        if settings.fit_head_first:
+            fit_head(model, x.to(dev), y, v, new_classes, np.random.default_rng(settings.seed))
 
-    rng = np.random.default_rng(settings.seed)
-    gen = torch.Generator().manual_seed(settings.seed)
-    multiple = getattr(model, "multiple", 32)
-    last_good = copy.deepcopy(model.state_dict())
-    first_losses: list[float] = []
-    stopped = None
-    done = 0
-    model.train()
-    if settings.freeze_norm_stats:
-        _freeze_norm_stats(model)
-    for step in range(1, settings.steps + 1):
-        x, y = _sample(xs, ys, rng, settings.batch_size, settings.crop)
-        x, y, valid = augment_batch(x, y, torch.ones_like(y, dtype=torch.bool), gen)
-        x, (h, w) = pad_to_multiple(x, multiple)
-        pad = (0, x.shape[-1] - w, 0, x.shape[-2] - h)
-        y = torch.nn.functional.pad(y, pad)
-        valid = torch.nn.functional.pad(valid, pad)
-        x, y, valid = x.to(dev), y.to(dev), valid.to(dev)
-        logits = model(x)
-        loss = dice_ce_loss(logits, y, valid)
-        if settings.anchor_weight > 0:
-            drift = sum(((p - anchors[n]) ** 2).sum() for n, p in model.named_parameters()
-                        if n in anchors)
-            loss = loss + settings.anchor_weight * drift
-        value = float(loss.detach())
-        typical = float(np.median(first_losses)) if first_losses else None
-        if not math.isfinite(value) or (
-                typical is not None and step > 5 and value > settings.explode_factor * typical):
-            model.load_state_dict(last_good)
-            kind = "became NaN or infinite" if not math.isfinite(value) else "exploded"
-            stopped = (f"the training loss {kind} at step {step}; training stopped and the "
-                       f"weights from step {done} were kept")
-            break
-        if len(first_losses) < 5:
-            first_losses.append(value)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-        opt.lr = settings.lr * lr_at(step - 1)
-        opt.step()
-        if not all(torch.isfinite(p).all() for p in params):
-            model.load_state_dict(last_good)
-            stopped = (f"the weights became NaN at step {step}; training stopped and the "
-                       f"weights from step {done} were kept")
-            break
-        done = step
-        last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        dice = _batch_dice(logits.detach(), y, valid)
-        yield Progress(step, settings.steps, f"step {step} of {settings.steps}", value, dice)
-
+    model = copy.deepcopy(start)
+    model.config = start.config
+    prepare(model, xs, ys, valid)
+    outcome = yield from train_iter(model, xs, ys, valid, settings, dev, total=total)
+    train_dice = pooled_dice([counts(model, everything)], names)
+    fold_counts = yield from kfold_iter(start, xs, ys, valid, settings, dev, prepare, counts,
+                                        step_offset=settings.steps, total=total)
+    after = pooled_dice(fold_counts, names) if fold_counts else {}
     model = model.cpu().eval()
-    yield Progress(done, settings.steps, "measuring Dice after fine-tuning")
-    after = _slice_dice(model, image, labels, chosen, names, norm, dev)
-    return FinetuneResult(model, names, chosen, before, after, done, stopped, settings.to_dict())
+    return FinetuneResult(model, names, chosen, before, after, train_dice, outcome.steps,
+                          outcome.stopped, settings.to_dict(), folds)
 
 
 def finetune(net: nn.Module, image: np.ndarray, labels: np.ndarray, **kwargs) -> FinetuneResult:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from napari_fcnseg.core import finetune as ft
+from napari_fcnseg.core import training
 from napari_fcnseg.core.finetune import (
     FinetuneSettings,
     annotated_slices,
@@ -36,9 +37,9 @@ def test_only_annotated_slices_enter_the_loss(tiny_net, volume, monkeypatch):
     seen = []
     real = ft._training_arrays
 
-    def spy(image, labels, slices, context, norm):
+    def spy(image, labels, slices, context, norm, ignore_label):
         seen.append(list(slices))
-        return real(image, labels, slices, context, norm)
+        return real(image, labels, slices, context, norm, ignore_label)
 
     monkeypatch.setattr(ft, "_training_arrays", spy)
     # slice 0 is all background but reviewed: it counts because it is listed
@@ -57,20 +58,24 @@ def test_yields_steps_loss_and_dice_and_reports_before_after(tiny_net, volume):
     except StopIteration as stop:
         res = stop.value
     steps = [r for r in records if r.loss is not None]
-    assert [r.step for r in steps] == list(range(1, 7))
+    # the final model's 6 steps, then 6 for each of the two held-out folds
+    assert [r.step for r in steps] == list(range(1, 19))
+    assert all(r.total == 18 for r in steps)
     assert all(np.isfinite(r.loss) and 0 <= r.dice <= 1 for r in steps)
     assert set(res.dice_before) == set(res.dice_after) == {"organ", "lesion"}
+    assert set(res.dice_train) == {"organ", "lesion"} and res.folds == 2
     assert res.steps == 6 and res.stopped is None
     md = res.metadata(parent="bundled")
     assert md["parent"] == "bundled" and md["num_annotated_slices"] == 2
     assert md["hyperparameters"]["steps"] == 6
+    assert "held-out" in md["dice_after_measured_on"] and md["dice_train"] == res.dice_train
 
 
 def test_training_lowers_the_loss_on_the_annotated_slices(tiny_net, volume):
     gen = finetune_iter(tiny_net, volume.image, volume.labels, slices=[2, 3],
                         settings=FinetuneSettings(steps=30, batch_size=2, crop=64, lr=1e-2),
                         class_names=CLASS_NAMES)
-    losses = [r.loss for r in gen if r.loss is not None]
+    losses = [r.loss for r in gen if r.loss is not None][:30]  # the final model's steps
     assert len(losses) == 30
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
 
@@ -98,14 +103,14 @@ def test_different_label_set_gets_a_new_head(tiny_net, volume):
 
 def test_nan_loss_stops_and_restores_last_good_weights(tiny_net, volume, monkeypatch):
     calls = {"n": 0}
-    real = ft.dice_ce_loss
+    real = training.dice_ce_loss
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(ft, "dice_ce_loss", poisoned)
+    monkeypatch.setattr(training, "dice_ce_loss", poisoned)
     res = finetune(tiny_net, volume.image, volume.labels, settings=FAST)
     assert res.stopped is not None and "NaN" in res.stopped
     assert res.steps == 3
@@ -135,4 +140,107 @@ def test_bundled_model_learns_an_unseen_contrast_from_three_slices():
     res = finetune(bundled.net, inverted, mr.labels, slices=annotated, class_names=CLASS_NAMES,
                    settings=FinetuneSettings(steps=40))
     assert res.dice_before["organ"] < 0.5
+    # held-out: every annotated slice scored by a model that never trained on it
     assert res.dice_after["organ"] > res.dice_before["organ"] + 0.3
+    assert res.improved is True
+
+
+def test_a_class_new_to_the_model_is_predicted_on_its_training_slices():
+    from napari_fcnseg.core.store import ModelStore
+
+    bundled = ModelStore().load("bundled")
+    ct = generate_volume("CT", (6, 160, 160), 31)
+    labels = ct.labels.copy()
+    labels[labels == 2] = 3  # the lesions become a class the bundled model has never heard of
+    names = ["background", "organ", "vessel", "tumour"]
+    annotated = [z for z in range(6) if (labels[z] == 3).any()][:3]
+    res = finetune(bundled.net, ct.image, labels, slices=annotated, class_names=names,
+                   base_class_names=bundled.class_names,
+                   settings=FinetuneSettings(steps=15, crop=160, holdout_folds=0))
+    assert res.dice_before["tumour"] == 0.0  # the starting model cannot name it
+    assert res.dice_train["tumour"] > 0.6
+    assert res.dice_train["organ"] > 0.8
+
+
+def test_head_fitting_alone_makes_a_new_class_emerge():
+    from napari_fcnseg.core.head_init import fit_head
+    from napari_fcnseg.core.nets import replace_head
+    from napari_fcnseg.core.store import ModelStore
+
+    net = ModelStore().load("bundled").net
+    ct = generate_volume("CT", (4, 160, 160), 5)
+    z = int(np.argmax([(ct.labels[k] == 2).sum() for k in range(4)]))  # ~170 lesion pixels
+    xs, ys, valid = ft._training_arrays(ct.image, ct.labels, [z], 1, ft.fit_normalizer(ct.image),
+                                        None)
+    ys = torch.where(ys == 2, 3, ys)
+    replace_head(net, 4)
+    fit_head(net, xs, ys, valid, [2, 3], np.random.default_rng(0))
+    with torch.no_grad():
+        pred = net.eval()(xs).argmax(1)
+    hit = ((pred == 3) & (ys == 3)).sum() * 2 / ((pred == 3).sum() + (ys == 3).sum())
+    assert hit > 0.5
+
+
+def test_partial_labels_keep_unannotated_pixels_out_of_the_loss(tiny_net, volume, monkeypatch):
+    ignore = 255
+    labels = np.full_like(volume.labels, ignore)
+    labels[2, 10:20, 10:20] = volume.labels[2, 10:20, 10:20]  # a few strokes
+    labels[3, 30:34, :] = 0  # an explicit background stroke
+    assert ft.annotated_slices(labels, ignore) == [2, 3]
+    fractions = []
+    real = training.dice_ce_loss
+
+    def spy(logits, target, valid, *args, **kwargs):
+        fractions.append(float(valid.float().mean()))
+        return real(logits, target, valid, *args, **kwargs)
+
+    monkeypatch.setattr(training, "dice_ce_loss", spy)
+    res = finetune(tiny_net, volume.image, labels, ignore_label=ignore, settings=FAST,
+                   class_names=CLASS_NAMES)
+    assert res.slices == [2, 3]
+    assert fractions and max(fractions) < 0.3  # strokes cover under 10 % of the two slices
+    _, _, valid = ft._training_arrays(volume.image, labels, [2, 3], 1,
+                                      ft.fit_normalizer(volume.image), ignore)
+    assert valid.numpy().tolist() == (labels[[2, 3]] != ignore).tolist()
+
+
+def test_held_out_folds_never_train_on_the_slice_they_score(tiny_net, monkeypatch):
+    from napari_fcnseg.core import holdout
+
+    vol = generate_volume("CT", (6, 64, 64), 3)
+    trained_on = []
+    real = holdout.train_iter
+
+    def spy(model, xs, ys, valid, *args, **kwargs):
+        trained_on.append({round(float(x.sum()), 3) for x in xs})
+        return (yield from real(model, xs, ys, valid, *args, **kwargs))
+
+    monkeypatch.setattr(holdout, "train_iter", spy)
+    res = finetune(tiny_net, vol.image, vol.labels, slices=[0, 2, 4], settings=FAST,
+                   class_names=CLASS_NAMES)
+    assert res.folds == 3 and len(trained_on) == 3
+    norm = ft.fit_normalizer(vol.image)
+    xs, _, _ = ft._training_arrays(vol.image, vol.labels, [0, 2, 4], 1, norm, None)
+    sums = [round(float(x.sum()), 3) for x in xs]
+    for held, seen in zip(holdout.make_folds(3, 3), trained_on, strict=True):
+        assert not {sums[i] for i in held} & seen
+        assert len(seen) == 2
+
+
+def test_one_annotated_slice_gives_no_held_out_estimate(tiny_net, volume):
+    res = finetune(tiny_net, volume.image, volume.labels, slices=[3], settings=FAST,
+                   class_names=CLASS_NAMES)
+    assert res.dice_after == {} and res.folds == 0 and res.improved is None
+    assert "no held-out estimate" in res.heldout_description
+    assert res.metadata("bundled")["improved"] is None
+
+
+def test_improved_compares_held_out_dice_with_the_starting_model(tiny_net):
+    worse = ft.FinetuneResult(tiny_net, CLASS_NAMES, [1, 2], {"organ": 0.9, "lesion": 0.5},
+                              {"organ": 0.8, "lesion": 0.5}, {"organ": 1.0, "lesion": 1.0}, 6,
+                              folds=2)
+    assert worse.improved is False  # perfect training-slice Dice does not make it better
+    better = ft.FinetuneResult(tiny_net, CLASS_NAMES, [1, 2], {"organ": 0.7, "lesion": 0.5},
+                               {"organ": 0.8, "lesion": 0.5}, {"organ": 0.8, "lesion": 0.5}, 6,
+                               folds=2)
+    assert better.improved is True
