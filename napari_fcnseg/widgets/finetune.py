@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -29,6 +30,7 @@ from qtpy.QtWidgets import (
 from napari_fcnseg.core.review import protected_slices, slice_count, slice_index
 
 from ._common import fail_future, is_alive, notify_error, notify_info, validate_image_layer
+from ._finetune_report import dice_table, verdict
 from ._slice_review import FinetuneError, SliceReviewWidget
 from .loss_plot import LossPlot
 from .segment import MODALITY_KEY
@@ -54,28 +56,26 @@ def _finetune_work(base: str, image: np.ndarray, labels: np.ndarray, **kwargs: A
     from napari_fcnseg.core.store import ModelError, ModelStore
 
     try:  # loading takes ~0.1 s: off the main thread, so the viewer does not pause
-        net = ModelStore().load(base).net
+        model = ModelStore().load(base)
     except (ModelError, OSError) as exc:
         raise FinetuneError(f"Cannot load model '{base}': {exc}") from exc
     try:
-        return (yield from finetune_iter(net, image, labels, **kwargs))
+        return (yield from finetune_iter(model.net, image, labels,
+                                         base_class_names=model.class_names, **kwargs))
     except RuntimeError as exc:  # e.g. torch failures; see FinetuneError
         raise FinetuneError(str(exc)) from exc
+
+
+def _total_steps(job: dict[str, Any]) -> int:
+    """Steps of the final model plus those of the held-out folds (one per slice, at most k)."""
+    settings = job["settings"]
+    folds = min(len(job["slices"]), settings.holdout_folds)
+    return settings.steps * (1 + (folds if folds >= 2 else 0))
 
 
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
-def dice_table(before: dict[str, float], after: dict[str, float], n_slices: int) -> str:
-    """Rich text comparing Dice per class before and after fine-tuning."""
-    rows = "".join(
-        f"<tr><td>{name}</td><td align='right'>{before.get(name, float('nan')):.3f}</td>"
-        f"<td align='right'>{after.get(name, float('nan')):.3f}</td></tr>"
-        for name in dict.fromkeys([*before, *after]))
-    return (f"Dice on the {n_slices} annotated slice(s):<table cellspacing='4'>"
-            f"<tr><th align='left'>class</th><th>before</th><th>after</th></tr>{rows}</table>")
 
 
 class FinetuneWidget(SliceReviewWidget):
@@ -109,6 +109,16 @@ class FinetuneWidget(SliceReviewWidget):
         defaults = FinetuneSettings()
         self.model_combo = QComboBox()
         self.steps_spin = QSpinBox(minimum=1, maximum=100_000, value=defaults.steps)
+        self.steps_spin.setToolTip(
+            "How many training passes over the annotated slices. More steps fit them more "
+            "closely, take longer, and past a point only memorise them.")
+        self.heldout_check = QCheckBox("Measure on held-out slices")
+        self.heldout_check.setChecked(defaults.holdout_folds >= 2)
+        self.heldout_check.setToolTip(
+            "With two or more annotated slices, also train the same way without each slice in "
+            "turn and score it on that slice: an honest estimate of how the new model does on "
+            "slices it has not seen. Takes up to four times as long. A model that is not "
+            "better than the starting one is saved but not selected for segmenting.")
         self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4,
                                       value=defaults.lr)
         self.name_edit = QLineEdit()
@@ -126,6 +136,7 @@ class FinetuneWidget(SliceReviewWidget):
         settings.addRow("Base model", self.model_combo)
         settings.addRow("Steps", self.steps_spin)
         settings.addRow("Learning rate", self.lr_spin)
+        settings.addRow("", self.heldout_check)
         settings.addRow("New model name", self.name_edit)
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.finetune_button)
@@ -266,7 +277,9 @@ class FinetuneWidget(SliceReviewWidget):
             notify_info(f"The labels use {len(names)} classes ({', '.join(names)}) but model "
                         f"'{base}' knows {len(model_classes)}; fine-tuning gives it a new "
                         "output layer for them and keeps what it learned.")
-        settings = FinetuneSettings(steps=self.steps_spin.value(), lr=self.lr_spin.value())
+        settings = FinetuneSettings(
+            steps=self.steps_spin.value(), lr=self.lr_spin.value(),
+            holdout_folds=FinetuneSettings.holdout_folds if self.heldout_check.isChecked() else 0)
         return {"image": np.asarray(image.data), "labels": data,
                 "slices": slices, "class_names": names, "settings": settings,
                 "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
@@ -295,7 +308,7 @@ class FinetuneWidget(SliceReviewWidget):
         worker = create_worker(
             _finetune_work, job["base"], job["image"], job["labels"],
             **{k: job[k] for k in keys}, _ignore_errors=True,
-            _progress={"total": job["settings"].steps + 2, "desc": f"Fine-tuning {job['name']}"})
+            _progress={"total": _total_steps(job), "desc": f"Fine-tuning {job['name']}"})
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(result, job))
         worker.errored.connect(self._on_errored)
@@ -306,7 +319,7 @@ class FinetuneWidget(SliceReviewWidget):
         self.loss_plot.clear()
         self.loss_plot.set_total(job["settings"].steps)
         self.result_label.clear()
-        self.progress_bar.setRange(0, job["settings"].steps)
+        self.progress_bar.setRange(0, _total_steps(job))
         self.progress_bar.setValue(0)
         self._set_busy(True)
         self.status_label.setText(f"Fine-tuning '{job['base']}' on {len(job['slices'])} "
@@ -340,9 +353,12 @@ class FinetuneWidget(SliceReviewWidget):
         else:
             per_step = (now - self._t_first) / (record.step - 1)
             eta = f"about {_duration(per_step * (record.total - record.step))} left"
-        self.loss_plot.add_point(record.step, record.loss, record.dice)
         self.progress_bar.setRange(0, max(1, record.total))
         self.progress_bar.setValue(record.step)
+        if record.message.startswith("held-out"):  # a fold: not the saved model's curve
+            self.status_label.setText(f"Measuring on held-out slices ({record.message}), {eta}.")
+            return
+        self.loss_plot.add_point(record.step, record.loss, record.dice)
         self.status_label.setText(f"Step {record.step} of {record.total}, {eta}.")
 
     def _on_errored(self, exc: BaseException) -> None:
@@ -360,16 +376,18 @@ class FinetuneWidget(SliceReviewWidget):
         except (ModelError, OSError) as exc:
             self._error = f"the model could not be saved: {exc}"
             return
-        self._last_model = self._saved
         models_changed.emit()
-        self.session.select_model(self._saved)  # the Segment widget follows
+        # a model that is not better on held-out slices is kept, but not used for segmenting
+        self._last_model = job["base"] if result.improved is False else self._saved
+        self.session.select_model(self._last_model)  # the Segment widget follows
         if result.stopped:
             notify_info(f"Fine-tuning stopped early: {result.stopped}.")
+        message = verdict(result, job["base"], self._saved)
+        if result.improved is False:
+            notify_info(message)
         if is_alive(self):
-            self.result_label.setText(dice_table(result.dice_before, result.dice_after,
-                                                 len(result.slices)))
-            self.status_label.setText(f"Saved model '{self._saved}' (from '{job['base']}', "
-                                      f"{result.steps} steps).")
+            self.result_label.setText(dice_table(result))
+            self.status_label.setText(message)
             self.name_edit.clear()
             self._propose_name()  # a fresh name for the next round
 

@@ -29,10 +29,11 @@ def _wait(qtbot, future):
     return future
 
 
-def _widget(viewer, steps=3):
+def _widget(viewer, steps=3, heldout=False):
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fine-tune")
     widget.steps_spin.setValue(steps)
+    widget.heldout_check.setChecked(heldout)  # the held-out check has tests of its own
     return widget
 
 
@@ -84,11 +85,13 @@ def test_full_loop_segment_correct_finetune_resegment(qtbot, make_napari_viewer,
     assert meta["slices"] == [1, 2, 4] and meta["num_annotated_slices"] == 3
     assert meta["classes"] == ["background", "organ", "lesion"]
     assert meta["steps"] == 3 and meta["image"] == "ct"
-    assert set(meta["dice_after"]) == {"organ", "lesion"}
+    assert meta["dice_after"] == {} and "no held-out" in meta["dice_after_measured_on"]
+    assert set(meta["dice_train"]) == {"organ", "lesion"} and meta["improved"] is None
     assert widget.loss_plot.steps == [1, 2, 3]
     assert all(np.isfinite(widget.loss_plot.losses))
     assert widget.progress_bar.value() == 3
-    assert "before" in widget.result_label.text() and "organ" in widget.result_label.text()
+    assert "starting" in widget.result_label.text() and "organ" in widget.result_label.text()
+    assert "training" in widget.result_label.text()
     assert seg.model_name == name  # the Segment widget now uses the new model
     assert widget.model_combo.findText(name) >= 0
     assert widget.name_edit.text() == "ct-ft-2"
@@ -339,10 +342,12 @@ def test_early_stop_is_reported_and_save_failure_is_an_error(
     from napari_fcnseg.core.finetune import FinetuneResult
     from napari_fcnseg.core.progress import Progress
 
-    def stopping(net, image, labels, *, slices, class_names, settings, modality):
+    def stopping(net, image, labels, *, slices, class_names, base_class_names, settings,
+                 modality):
         yield Progress(1, settings.steps, "step 1", 0.5, 0.1)
         return FinetuneResult(net, list(class_names), list(slices), {"organ": 0.1},
-                              {"organ": 0.2}, 1, "the training loss became NaN at step 2")
+                              {"organ": 0.2}, {"organ": 0.3}, 1,
+                              "the training loss became NaN at step 2", folds=2)
 
     monkeypatch.setattr("napari_fcnseg.core.finetune.finetune_iter", stopping)
     viewer = make_napari_viewer()
@@ -364,3 +369,32 @@ def test_early_stop_is_reported_and_save_failure_is_an_error(
     assert notifications[-1] == ("error", "Fine-tuning failed: the model could not be saved: "
                                           "disk full")
     assert ModelStore().names() == ["bundled", "tiny", name]
+
+
+@pytest.mark.parametrize("improved", [True, False])
+def test_held_out_check_decides_which_model_segments_next(qtbot, make_napari_viewer, tiny_model,
+                                                          phantom, monkeypatch, improved):
+    from napari_fcnseg.core import finetune as core_ft
+
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    widget = _widget(viewer, steps=2, heldout=True)
+    assert _wait(qtbot, seg.segment("volume")).done()
+    _set_slice(seg.labels_layer, 1, phantom.labels[1])
+    widget.mark_reviewed([1, 3])
+    # a random tiny model may or may not improve: fix the verdict, keep the measurement real
+    monkeypatch.setattr(core_ft.FinetuneResult, "improved", property(lambda self: improved))
+    name = _wait(qtbot, widget.finetune()).result()
+    meta = ModelStore().load(name).metadata
+    assert set(meta["dice_after"]) == {"organ", "lesion"}  # measured on held-out slices
+    assert "held-out" in meta["dice_after_measured_on"] and "2-fold" in meta[
+        "dice_after_measured_on"]
+    assert widget.loss_plot.steps == [1, 2]  # the folds' steps are not the model's curve
+    assert widget.progress_bar.value() == 6  # 2 steps + 2 folds x 2 steps
+    text = widget.status_label.text()
+    if improved:
+        assert seg.model_name == name and "better than 'tiny'" in text
+    else:
+        assert seg.model_name == "tiny" and "not better" in text and "stays selected" in text

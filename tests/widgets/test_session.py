@@ -45,6 +45,7 @@ def test_review_loop_with_widgets_from_the_plugins_menu(qtbot, make_napari_viewe
     review = _dock(viewer, "Review and Fine-tune")
     _dock(viewer, "Models")
     review.steps_spin.setValue(2)
+    review.heldout_check.setChecked(False)  # selection after a held-out check: test_finetune
     assert seg.image_layer.name == IMAGE and seg.model_name == "tiny"
 
     n = viewer.layers[IMAGE].data.shape[0]

@@ -1,0 +1,59 @@
+"""What a fine-tuning round tells the person: Dice that says what it was measured on.
+
+The starting model is scored on the annotated slices (it trained on none of them); the
+fine-tuned recipe on annotated slices it did not train on (k-fold); the saved model on its own
+training slices, shown only as such. The verdict compares the first two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return float(np.mean(list(scores.values()))) if scores else float("nan")
+
+
+def _cell(scores: dict[str, float], name: str) -> str:
+    value = scores.get(name)
+    return "–" if value is None else f"{value:.3f}"
+
+
+def dice_table(result: Any) -> str:
+    """Rich text: Dice per class of the starting model, held-out after, and training slices.
+
+    Parameters
+    ----------
+    result : FinetuneResult
+        The round's result (``dice_before``, ``dice_after``, ``dice_train``, ``slices``).
+    """
+    names = list(dict.fromkeys([*result.dice_before, *result.dice_after, *result.dice_train]))
+    rows = "".join(
+        f"<tr><td>{name}</td><td align='right'>{_cell(result.dice_before, name)}</td>"
+        f"<td align='right'>{_cell(result.dice_after, name)}</td>"
+        f"<td align='right'>{_cell(result.dice_train, name)}</td></tr>" for name in names)
+    n = len(result.slices)
+    return (
+        f"Dice on the {n} annotated slice(s):<table cellspacing='4'>"
+        "<tr><th align='left'>class</th><th>starting<br>model</th><th>fine-tuned<br>held-out"
+        "</th><th>training<br>slices</th></tr>"
+        f"{rows}</table><small>starting model: on all annotated slices (it learned none of "
+        f"them). Held-out: {result.heldout_description.removeprefix('held-out: ')}. Training "
+        "slices: the saved model on the slices it learned from; high values there are not "
+        "progress.</small>")
+
+
+def verdict(result: Any, base: str, saved: str) -> str:
+    """One plain sentence: is the new model better than ``base`` on unseen annotated slices."""
+    before, after = _mean(result.dice_before), _mean(result.dice_after)
+    if result.improved is None:
+        return (f"Saved '{saved}'. With one annotated slice no held-out estimate is possible: "
+                "annotate or review a second slice to measure whether it is better.")
+    if result.improved:
+        return (f"Saved '{saved}': better than '{base}' on annotated slices it did not train on "
+                f"(mean Dice {after:.3f} vs {before:.3f}); it is now selected for segmenting.")
+    return (f"Saved '{saved}', but it is not better than '{base}' on annotated slices it did "
+            f"not train on (mean Dice {after:.3f} vs {before:.3f}); '{base}' stays selected "
+            "for segmenting. Annotate more slices, or more varied ones, and try again.")
