@@ -198,23 +198,44 @@ def cmd_finetune(args) -> int:
     name = sanitize_name(args.name)
     if name in store.names():
         raise CliError(f"a model named {name!r} already exists; choose another --name")
+    if args.steps < 1:
+        raise CliError(f"--steps must be at least 1, not {args.steps}")
     base_name = args.base or store.default()
     base = store.load(base_name)
-    top = int(np.max(labels.data)) if labels.data.size else 0
-    classes = list(base.class_names)
-    classes += [f"class {c}" for c in range(len(classes), top + 1)]
-    settings = FinetuneSettings(steps=args.steps, lr=args.lr, seed=args.seed)
+    values = labels.data if args.ignore_label is None else labels.data[
+        labels.data != args.ignore_label]
+    top = int(np.max(values)) if values.size else 0
+    if args.classes:
+        classes = [c.strip() for c in args.classes.split(",")]
+        if len(classes) < 2 or any(not c for c in classes):
+            raise CliError("--classes needs at least two comma-separated names, background first")
+    else:
+        classes = list(base.class_names)
+        classes += [f"class {c}" for c in range(len(classes), top + 1)]
+    settings = FinetuneSettings(steps=args.steps, lr=args.lr, seed=args.seed,
+                                holdout_folds=0 if args.no_heldout else
+                                FinetuneSettings.holdout_folds)
     modality = image.modality if image.modality in ("CT", "MR") else "auto"
     work = finetune_iter(base.net, image.data, labels.data, slices=_parse_slices(args.slices),
-                         class_names=classes, settings=settings, modality=modality,
+                         class_names=classes, base_class_names=base.class_names,
+                         ignore_label=args.ignore_label, settings=settings, modality=modality,
                          device=args.device)
     result = _drive(work, "fine-tuning")
     if result.stopped:
         print(f"warning: {result.stopped}", file=sys.stderr)
     store.save(result.net, name, result.metadata(parent=base.metadata.get("name", base_name)))
-    for cls in result.dice_after:
-        print(f"{cls:>12}: Dice {result.dice_before[cls]:.3f} -> {result.dice_after[cls]:.3f} "
-              f"on {len(result.slices)} annotated slices")
+    print(f"Dice on the {len(result.slices)} annotated slices")
+    print(f"{'class':>12}  {'starting':>8}  {'held-out':>8}  {'training':>8}")
+    for cls in result.dice_train:
+        after = result.dice_after.get(cls)
+        print(f"{cls:>12}  {result.dice_before[cls]:8.3f}  "
+              f"{'-' if after is None else f'{after:.3f}':>8}  {result.dice_train[cls]:8.3f}")
+    print("starting: the base model on every annotated slice; "
+          f"{result.heldout_description}; training: the saved model on its own training "
+          "slices (not a measure of progress)")
+    if result.improved is False:
+        print(f"note: {name!r} is NOT better than {base_name!r} on annotated slices it did not "
+              f"train on; keep using {base_name!r} for the other slices, or annotate more")
     print(f"saved model {name!r} (parent {base_name!r})")
     return 0
 
@@ -318,7 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", help="annotated slices, e.g. 3,10,42 (default: non-empty ones)")
     p.add_argument("--base", help="starting model (default: the store's default)")
     p.add_argument("--name", required=True, help="name of the new model")
-    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--classes", help="class names, background first, e.g. "
+                   "background,liver,tumour (default: the base model's, then 'class N')")
+    p.add_argument("--ignore-label", type=int, default=None, metavar="VALUE",
+                   help="label value of pixels nobody annotated (partial labels, scribbles): "
+                   "they are left out of training; 0 is then an explicit background stroke")
+    p.add_argument("--no-heldout", action="store_true",
+                   help="skip the held-out Dice estimate (about four times faster)")
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)

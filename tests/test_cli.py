@@ -204,3 +204,39 @@ def test_evaluate_reports_volumes_in_ml_from_the_spacing(tmp_path, capsys):
     row = json.loads(stdout)["classes"][0]
     assert code == 0 and row["dice"] == 1.0 and row["voxels_ref"] == 50
     assert row["ml_ref"] == pytest.approx(50 * 0.5 / 1000)
+
+
+def test_finetune_reports_held_out_dice_and_takes_names_and_partial_labels(store, case, capsys,
+                                                                           tmp_path):
+    import tifffile
+
+    img, lab, _ = case
+    code, stdout, _ = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
+                          "--slices", "1,2,3", "--base", "tiny", "--name", "ho", "--steps", "2")
+    assert code == 0 and "held-out" in stdout and "3-fold" in stdout
+    md = ModelStore().load("ho").metadata
+    assert set(md["dice_after"]) == {"organ", "lesion"} and md["improved"] in (True, False)
+    assert "held-out" in md["dice_after_measured_on"]
+    # scribbles: 255 = not annotated, 0 an explicit background stroke; the user's own names
+    labels = tifffile.imread(lab)
+    strokes = np.full_like(labels, 255)
+    strokes[2, 20:30, 20:30] = labels[2, 20:30, 20:30]
+    strokes[2, 0:3, :] = 0
+    path = tmp_path / "strokes.tif"
+    tifffile.imwrite(path, strokes, photometric="minisblack")
+    code, stdout, err = run(capsys, "finetune", "--image", str(img), "--labels", str(path),
+                          "--ignore-label", "255", "--classes", "background,liver,tumour",
+                          "--base", "tiny", "--name", "scribbled", "--steps", "2")
+    assert code == 0, err
+    md = ModelStore().load("scribbled").metadata
+    assert md["classes"] == ["background", "liver", "tumour"] and md["slices"] == [2]
+    assert md["dice_after"] == {} and "no held-out estimate" in stdout
+
+
+def test_finetune_refuses_zero_steps_and_bad_class_lists(store, case, capsys):
+    img, lab, _ = case
+    base = ["finetune", "--image", str(img), "--labels", str(lab), "--base", "tiny"]
+    code, _, err = run(capsys, *base, "--name", "z", "--steps", "0")
+    assert code != 0 and "--steps must be at least 1" in err and "z" not in ModelStore().names()
+    code, _, err = run(capsys, *base, "--name", "z", "--classes", "background")
+    assert code != 0 and "--classes" in err
