@@ -27,11 +27,13 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from napari_fcnseg.core.review import protected_slices, slice_count, slice_index
+from napari_fcnseg.core.review import protected_slices, slice_count
 
-from ._common import fail_future, is_alive, notify_error, notify_info, validate_image_layer
+from ._common import fail_future, is_alive, notify_error, notify_info
+from ._finetune_job import copy_training_labels, finetune_work, total_steps
 from ._finetune_report import dice_table, verdict
 from ._slice_review import FinetuneError, SliceReviewWidget
+from ._strokes import StrokeTracker, strokes_only
 from .loss_plot import LossPlot
 from .segment import MODALITY_KEY
 from .session import models_changed, session_for
@@ -43,34 +45,12 @@ __all__ = ["CANCELLED_MESSAGE", "FinetuneCancelled", "FinetuneError", "FinetuneW
            "dice_table"]
 
 CANCELLED_MESSAGE = "Fine-tuning cancelled; the model is unchanged"
-MAX_LABEL = 255  # predictions are stored as uint8
+WHOLE_SLICES = "Whole edited/reviewed slices"
+STROKES_ONLY = "Only my strokes"
 
 
 class FinetuneCancelled(concurrent.futures.CancelledError):
     """Fine-tuning was cancelled by the user; nothing was saved."""
-
-
-def _finetune_work(base: str, image: np.ndarray, labels: np.ndarray, **kwargs: Any):
-    """Generator run in the worker thread: load the base model, then fine-tune it."""
-    from napari_fcnseg.core.finetune import finetune_iter
-    from napari_fcnseg.core.store import ModelError, ModelStore
-
-    try:  # loading takes ~0.1 s: off the main thread, so the viewer does not pause
-        model = ModelStore().load(base)
-    except (ModelError, OSError) as exc:
-        raise FinetuneError(f"Cannot load model '{base}': {exc}") from exc
-    try:
-        return (yield from finetune_iter(model.net, image, labels,
-                                         base_class_names=model.class_names, **kwargs))
-    except RuntimeError as exc:  # e.g. torch failures; see FinetuneError
-        raise FinetuneError(str(exc)) from exc
-
-
-def _total_steps(job: dict[str, Any]) -> int:
-    """Steps of the final model plus those of the held-out folds (one per slice, at most k)."""
-    settings = job["settings"]
-    folds = min(len(job["slices"]), settings.holdout_folds)
-    return settings.steps * (1 + (folds if folds >= 2 else 0))
 
 
 def _duration(seconds: float) -> str:
@@ -112,6 +92,16 @@ class FinetuneWidget(SliceReviewWidget):
         self.steps_spin.setToolTip(
             "How many training passes over the annotated slices. More steps fit them more "
             "closely, take longer, and past a point only memorise them.")
+        self.learn_from_combo = QComboBox()
+        self.learn_from_combo.addItems([WHOLE_SLICES, STROKES_ONLY])
+        self.learn_from_combo.setToolTip(
+            "Whole slices: every pixel of an edited or reviewed slice is taken as correct. "
+            "Only my strokes: on edited slices only the pixels you painted or erased count "
+            "(the rest may still be wrong); slices you marked reviewed count whole.")
+        self._strokes: StrokeTracker | None = None
+        self._strokes_layer: Any = None
+        self.labels_changed.connect(self._track_strokes)
+        self._track_strokes()
         self.heldout_check = QCheckBox("Measure on held-out slices")
         self.heldout_check.setChecked(defaults.holdout_folds >= 2)
         self.heldout_check.setToolTip(
@@ -136,6 +126,7 @@ class FinetuneWidget(SliceReviewWidget):
         settings.addRow("Base model", self.model_combo)
         settings.addRow("Steps", self.steps_spin)
         settings.addRow("Learning rate", self.lr_spin)
+        settings.addRow("Learn from", self.learn_from_combo)
         settings.addRow("", self.heldout_check)
         settings.addRow("New model name", self.name_edit)
         run_buttons = QHBoxLayout()
@@ -219,39 +210,12 @@ class FinetuneWidget(SliceReviewWidget):
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""
-        from napari.layers import Image, Labels
-
         from napari_fcnseg.core.finetune import FinetuneSettings
         from napari_fcnseg.core.store import ModelError, ModelStore, sanitize_name
 
         image, labels = self.image_layer, self.labels_layer
-        if not isinstance(labels, Labels):
-            raise FinetuneError("Choose a labels layer (your corrected segmentation) first.")
-        problem = validate_image_layer(image) if isinstance(image, Image) else (
-            "Choose the image layer the labels were drawn on first.")
-        if problem:
-            raise FinetuneError(problem)
-        if labels.data.ndim < 2 or not labels.data.size:
-            raise FinetuneError(f"'{labels.name}' holds no labels (shape {labels.data.shape}).")
-        if tuple(image.data.shape) != tuple(labels.data.shape):
-            raise FinetuneError(
-                f"'{image.name}' {tuple(image.data.shape)} and '{labels.name}' "
-                f"{tuple(labels.data.shape)} differ in shape; choose the labels drawn on this "
-                "image.")
         slices = self.training_slices()
-        if not slices:
-            raise FinetuneError("Nothing to learn from yet: correct some slices, or mark slices "
-                                "that are already right as reviewed.")
-        # a copy, as the user may keep painting meanwhile; of the training slices only, since
-        # copying a whole 512x512x100 volume alone held up the viewer for ~40 ms
-        data = np.zeros(labels.data.shape, labels.data.dtype)  # untouched pages cost nothing
-        shape = tuple(data.shape)
-        for idx in (slice_index(shape, k) for k in slices):
-            data[idx] = labels.data[idx]
-        used = data.reshape(-1, *data.shape[-2:])[slices]
-        if used.min() < 0 or used.max() > MAX_LABEL:
-            raise FinetuneError(f"'{labels.name}' uses label values outside 0..{MAX_LABEL}; "
-                                "classes must be numbered 1, 2, 3, ...")
+        data, used = copy_training_labels(image, labels, slices)
         store, base = ModelStore(), self.model_combo.currentText()
         if not base:
             raise FinetuneError("Choose a base model to start from." if self.model_combo.count()
@@ -280,10 +244,24 @@ class FinetuneWidget(SliceReviewWidget):
         settings = FinetuneSettings(
             steps=self.steps_spin.value(), lr=self.lr_spin.value(),
             holdout_folds=FinetuneSettings.holdout_folds if self.heldout_check.isChecked() else 0)
-        return {"image": np.asarray(image.data), "labels": data,
+        ignore = None
+        if self.learn_from_combo.currentText() == STROKES_ONLY and self._strokes is not None:
+            data, ignore = strokes_only(data, slices, self._strokes, set(state.reviewed)
+                                        if state else set())
+        return {"image": np.asarray(image.data), "labels": data, "ignore_label": ignore,
                 "slices": slices, "class_names": names, "settings": settings,
                 "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
                 "base": base, "name": name, "image_name": image.name}
+
+    def _track_strokes(self) -> None:
+        """Follow the painting on the Labels layer under review (see :mod:`._strokes`)."""
+        if self._strokes is not None and self._strokes_layer is not None:
+            self._strokes_layer.events.paint.disconnect(self._strokes.on_paint)
+        labels = self.labels_layer
+        self._strokes_layer = labels
+        self._strokes = StrokeTracker(tuple(labels.data.shape)) if labels is not None else None
+        if labels is not None:
+            labels.events.paint.connect(self._strokes.on_paint)
 
     def finetune(self) -> concurrent.futures.Future:
         """Fine-tune the base model on the edited and reviewed slices in the background.
@@ -304,11 +282,11 @@ class FinetuneWidget(SliceReviewWidget):
             job = self._prepare()
         except FinetuneError as exc:
             return self._fail(future, str(exc))
-        keys = ("slices", "class_names", "settings", "modality")
+        keys = ("slices", "class_names", "settings", "modality", "ignore_label")
         worker = create_worker(
-            _finetune_work, job["base"], job["image"], job["labels"],
+            finetune_work, job["base"], job["image"], job["labels"],
             **{k: job[k] for k in keys}, _ignore_errors=True,
-            _progress={"total": _total_steps(job), "desc": f"Fine-tuning {job['name']}"})
+            _progress={"total": total_steps(job), "desc": f"Fine-tuning {job['name']}"})
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(result, job))
         worker.errored.connect(self._on_errored)
@@ -319,7 +297,7 @@ class FinetuneWidget(SliceReviewWidget):
         self.loss_plot.clear()
         self.loss_plot.set_total(job["settings"].steps)
         self.result_label.clear()
-        self.progress_bar.setRange(0, _total_steps(job))
+        self.progress_bar.setRange(0, total_steps(job))
         self.progress_bar.setValue(0)
         self._set_busy(True)
         self.status_label.setText(f"Fine-tuning '{job['base']}' on {len(job['slices'])} "

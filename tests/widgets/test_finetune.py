@@ -343,7 +343,7 @@ def test_early_stop_is_reported_and_save_failure_is_an_error(
     from napari_fcnseg.core.progress import Progress
 
     def stopping(net, image, labels, *, slices, class_names, base_class_names, settings,
-                 modality):
+                 modality, ignore_label):
         yield Progress(1, settings.steps, "step 1", 0.5, 0.1)
         return FinetuneResult(net, list(class_names), list(slices), {"organ": 0.1},
                               {"organ": 0.2}, {"organ": 0.3}, 1,
