@@ -132,6 +132,25 @@ def _write_probabilities(path: Path, probabilities) -> None:
                                                      metadata={"axes": "ZCYX"}))
 
 
+def _check_outputs(src: Path, dst: Path, probabilities: str | None,
+                   inputs: Sequence[Path] = ()) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or cannot be written."""
+    from .core.paths import OutputPathError, check_output_path
+
+    outputs = [dst] + ([Path(probabilities)] if probabilities else [])
+    for out in outputs:
+        if not out.parent.is_dir():
+            raise CliError(f"{out}: the folder '{out.parent}' does not exist")
+        try:
+            check_output_path(out, [src, *inputs])
+        except OutputPathError as exc:
+            raise CliError(str(exc)) from None
+    if probabilities and Path(probabilities).resolve() == dst.resolve():
+        raise CliError(f"{dst}: the labels and --probabilities would be the same file")
+    if probabilities and Path(probabilities).suffix.lower() not in (".tif", ".tiff"):
+        raise CliError(f"{probabilities}: --probabilities writes a TIFF; give it a .tif name")
+
+
 def cmd_predict(args) -> int:
     """Segment one image, or every case in a folder."""
     from .io import is_supported
@@ -148,6 +167,7 @@ def cmd_predict(args) -> int:
     if cases is None:
         if dst.is_dir():
             dst = _output_path(src, dst)
+        _check_outputs(src, dst, args.probabilities)
         _predict_one(model, src, dst, args)
         print(f"wrote {dst}")
         return 0
@@ -158,6 +178,7 @@ def cmd_predict(args) -> int:
     for i, case in enumerate(cases, 1):
         out = _output_path(case, dst)
         try:
+            _check_outputs(case, out, None, inputs=cases)
             _predict_one(model, case, out, args)
             print(f"[{i}/{len(cases)}] wrote {out}")
         except (ValueError, OSError, CliError) as err:

@@ -29,6 +29,7 @@ from torch import nn
 
 from napari_fcnseg import __version__
 from napari_fcnseg.core.nets import NetworkConfig, build_network
+from napari_fcnseg.core.paths import OutputPathError, check_output_path
 
 BUNDLED = "bundled"
 FORMAT = "napari-fcnseg-model"
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 class ModelError(ValueError):
     """A model cannot be found, read, written or used; the message says why in plain words."""
+
+
+class NameTakenError(ModelError):
+    """The model name is already used (possibly by a save that won a race)."""
 
 
 @dataclass
@@ -372,14 +377,59 @@ class ModelStore:
         _check_card(meta, f"model {name!r}")
         existing = self._taken(name)
         if existing is not None and (not overwrite or existing != name):
-            raise ModelError(f"a model named {existing!r} already exists; choose another name")
+            raise NameTakenError(f"a model named {existing!r} already exists; choose another name")
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_files([
-            (self._pt(name), lambda f: torch.save(state, f)),
-            (self._json(name), lambda f: f.write(_dumps(meta))),
-        ])
+        if overwrite:
+            _write_files([
+                (self._pt(name), lambda f: torch.save(state, f)),
+                (self._json(name), lambda f: f.write(_dumps(meta))),
+            ])
+            return ModelInfo(name, meta, False)
+        self._claim(name, _dumps(meta))  # atomic across processes: one save wins a name
+        try:
+            _write_files([(self._pt(name), lambda f: torch.save(state, f))])
+        except BaseException:
+            self._json(name).unlink(missing_ok=True)
+            raise
         return ModelInfo(name, meta, False)
+
+    def _claim(self, name: str, card: bytes) -> None:
+        """Create the model card of ``name`` only if no card exists, atomically.
+
+        The complete card is written to a temporary file and hard-linked into place (``link``
+        fails if the target exists); where the file system has no hard links, an exclusive
+        create does the same.
+
+        Raises
+        ------
+        NameTakenError
+            When another save created the card first.
+        """
+        path = self._json(name)
+        with tempfile.NamedTemporaryFile(delete=False, dir=self.root, prefix=f".{name}-",
+                                         suffix=".tmp") as tmp:
+            tmp.write(card)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        try:
+            os.link(tmp.name, path)
+        except FileExistsError:
+            raise NameTakenError(f"a model named {name!r} already exists; choose another "
+                                 "name") from None
+        except OSError:  # no hard links here
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                raise NameTakenError(f"a model named {name!r} already exists; choose another "
+                                     "name") from None
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(card)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name)
 
     def delete(self, name: str) -> None:
         """Delete a user model; if it was the default, the default goes back to bundled."""
@@ -427,6 +477,10 @@ class ModelStore:
         dest = dest / f"{name}.pt" if dest.is_dir() else dest
         if dest.resolve().parent == self.root.resolve():
             raise ModelError(f"cannot export into the model folder {self.root}; choose another")
+        try:
+            check_output_path(dest)
+        except OutputPathError as exc:
+            raise ModelError(str(exc)) from None
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                    "metadata": loaded.metadata, "state_dict": loaded.net.state_dict()}
         _write_files([(dest, lambda f: torch.save(payload, f))])
@@ -442,8 +496,14 @@ class ModelStore:
         meta = dict(loaded.metadata)
         origin = {k: meta[k] for k in ("name", "created", "version") if k in meta}
         meta["imported"] = {"file": path.name, **origin}
-        new = name if name is not None else self.unique_name(loaded.name or path.stem)
-        return self.save(loaded.net, new, meta)
+        if name is not None:
+            return self.save(loaded.net, name, meta)
+        for _ in range(1000):  # another process may take the free name first: take the next
+            try:
+                return self.save(loaded.net, self.unique_name(loaded.name or path.stem), meta)
+            except NameTakenError:
+                continue
+        raise ModelError("could not find a free model name; name the import explicitly")
 
     def _read_default(self) -> str | None:
         path = self.root / _DEFAULT_FILE

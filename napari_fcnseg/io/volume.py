@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_fcnseg.core.paths import OutputPathError, check_output_path
+
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 
 #: Largest image (in bytes of pixel data) a reader will load; bigger headers are refused.
@@ -177,6 +179,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         raise ImageWriteError(f"the folder '{path.parent}' does not exist", path)
     if path.is_dir():
         raise ImageWriteError("a folder with that name exists", path)
+    try:
+        check_output_path(path)
+    except OutputPathError as exc:
+        raise ImageWriteError(str(exc).removeprefix(f"{path}: "), path) from None
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{full_suffix(path)}"
     try:
         write(tmp)
@@ -349,6 +355,8 @@ def is_supported(path: str | Path) -> bool:
             from napari_fcnseg.io.dicom import folder_has_dicom
 
             return folder_has_dicom(path)
+        if path.exists() and not path.is_file():  # a pipe named x.tif would block the reader
+            return False
         if full_suffix(path) in SUPPORTED_SUFFIXES:
             return True
         return path.is_file() and _sniff(path) is not None
