@@ -23,6 +23,7 @@ from napari_fcnseg.core.review import (
 
 from ._common import find_labels_layer, layer_geometry, layer_named
 from ._segment_work import SegmentOutcome
+from .class_style import class_colormap, class_features, style_labels_layer
 
 if TYPE_CHECKING:
     import napari
@@ -102,9 +103,13 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
         if SOURCE_KEY in image.metadata:
             metadata[SOURCE_KEY] = image.metadata[SOURCE_KEY]
         layer = viewer.add_labels(data, name=f"{image.name} labels", **layer_geometry(image),
-                                  metadata=metadata, opacity=0.5)
+                                  metadata=metadata, opacity=0.5,
+                                  features=class_features(classes),
+                                  colormap=class_colormap(len(classes)))
     else:
         layer.metadata[METADATA_KEY] = state.to_metadata()
+        if list(layer.features.get("class", [])) != list(classes):
+            style_labels_layer(layer, list(classes))
         layer.refresh()
     return Merged(written, kept, layer, undo)
 

@@ -47,6 +47,7 @@ from ._common import (
 )
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
+from .class_style import legend_html
 from .session import models_changed, real_viewer, session_for
 
 if TYPE_CHECKING:
@@ -112,11 +113,16 @@ class SegmentWidget(QWidget):
         self.progress_bar.setValue(0)
         self.status_label = QLabel("Ready.")
         self.status_label.setWordWrap(True)
+        self.legend_label = QLabel()
+        self.legend_label.setWordWrap(True)
+        self.legend_label.setToolTip("The classes of the chosen model, in the colours of the "
+                                     "labels layer it writes.")
 
         form = QFormLayout()
         for label, combo in (("Image", self.image_combo), ("Model", self.model_combo),
                              ("Device", self.device_combo), ("Scope", self.scope_combo)):
             form.addRow(label, combo)
+        form.addRow("Classes", self.legend_label)
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.cancel_button)
@@ -134,6 +140,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo_overwrite)
         self.model_combo.currentTextChanged.connect(self.session.select_model)
+        self.model_combo.currentTextChanged.connect(self._show_legend)
         for event in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
         for layer in self.viewer.layers:
@@ -143,6 +150,7 @@ class SegmentWidget(QWidget):
         self.session.set_segmenter(self)
         self.refresh_images()
         self.refresh_models()
+        self._show_legend()
 
     # ----------------------------------------------------------------- layers and models
     def refresh_images(self) -> None:
@@ -201,6 +209,14 @@ class SegmentWidget(QWidget):
         self._models.clear()
         self._models_version += 1
         self.refresh_models()
+
+    def _show_legend(self, name: str = "") -> None:
+        """Show the chosen model's class names and colours."""
+        try:
+            names = self._model_classes(name or self.model_name)
+        except SegmentError:
+            names = []
+        self.legend_label.setText(legend_html(names) if names else "")
 
     def _on_model_selected(self, name: str) -> None:
         if not is_alive(self):

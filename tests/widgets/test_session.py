@@ -206,3 +206,23 @@ def test_docked_review_keeps_the_users_choices(qtbot, make_napari_viewer, tiny_m
     labels.paint((0, 10, 10), 1)
     qtbot.waitUntil(lambda: 0 in review.training_slices(), timeout=5000)
     assert review.model_combo.currentText() == "other"  # ... so the base model stays too
+
+
+def test_labels_layer_names_and_colours_its_classes(qtbot, make_napari_viewer, tiny_model):
+    from napari_fcnseg.widgets.class_style import PALETTE
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "mr_abdomen")
+    seg = _dock(viewer, "Segment")
+    assert "organ" in seg.legend_label.text() and PALETTE[1] in seg.legend_label.text()
+    _result(qtbot, seg.segment("volume"))
+    labels = viewer.layers[f"{IMAGE} labels"]
+    assert list(labels.features["class"]) == ["background", "organ", "lesion"]
+    truth = viewer.layers[f"{IMAGE} ground truth"]
+    for value in (1, 2):  # the prediction is told apart from the ground truth by colour
+        ours = labels.colormap.map(np.array([value]))[0]
+        np.testing.assert_allclose(ours[:3], np.array(
+            [int(PALETTE[value - 1][i:i + 2], 16) / 255 for i in (1, 3, 5)]), atol=0.01)
+        assert not np.allclose(ours, truth.colormap.map(np.array([value]))[0], atol=0.05)
+    value, name = str(labels.get_status((0, 0, 0))["value"]).split("; class: ")
+    assert ["background", "organ", "lesion"][int(value)] == name  # the status bar names it
