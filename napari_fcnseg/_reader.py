@@ -84,11 +84,64 @@ def axis_labels(ndim: int) -> tuple[str, ...]:
     return (*(f"axis {i}" for i in range(ndim - len(names))), *names)
 
 
-def _to_layer(volume: Any) -> LayerDataTuple:
-    """Turn an :class:`napari_fcnseg.io.Volume` into an image layer-data tuple."""
-    from napari_fcnseg.core.normalize import looks_like_ct
+def _looks_like_labels(data: Any) -> bool:
+    """An integer map with 2-64 distinct non-negative values (sampled), not an image.
+
+    A constant file is taken as an image: nothing tells what it is.
+    """
+    import numpy as np
+
+    if data.dtype.kind not in "iub" or data.ndim < 2:
+        return False
+    step = max(1, int(round((data.size / 2_000_000) ** (1 / data.ndim))))
+    sample = np.asarray(data[(slice(None, None, step),) * data.ndim])
+    if sample.size == 0 or sample.min() < 0:
+        return False
+    return 2 <= len(np.unique(sample)) <= 64 and int(sample.max()) < 65536
+
+
+def _labels_layer(volume: Any, sidecar: dict[str, Any] | None) -> LayerDataTuple:
+    """A labels layer-data tuple, with class names, colours and review state when known."""
+    from napari_fcnseg.class_style import class_colormap, class_features
+    from napari_fcnseg.core.review import METADATA_KEY
 
     path = Path(volume.path)
+    sidecar = sidecar or {}
+    metadata: dict[str, Any] = {}
+    if sidecar.get("source"):
+        metadata[SOURCE_KEY] = str(sidecar["source"])
+    if sidecar.get("review"):
+        metadata[METADATA_KEY] = sidecar["review"]
+    attrs: dict[str, Any] = {
+        "name": _layer_name(path),
+        "scale": tuple(float(s) for s in volume.spacing),
+        "units": "mm",
+        "axis_labels": axis_labels(volume.data.ndim),
+        "opacity": 0.5,
+        "metadata": metadata,
+    }
+    classes = sidecar.get("classes")
+    if classes:
+        attrs["features"] = class_features(list(classes))
+        attrs["colormap"] = class_colormap(len(classes))
+    if volume.origin is not None and len(volume.origin) == volume.data.ndim:
+        attrs["translate"] = tuple(float(o) for o in volume.origin)
+    return volume.data, attrs, "labels"
+
+
+def _to_layer(volume: Any) -> LayerDataTuple:
+    """Turn an :class:`napari_fcnseg.io.Volume` into an image or labels layer-data tuple.
+
+    A file with a napari-fcnseg sidecar (saved labels), or an integer map with few distinct
+    values, opens as labels; everything else as an image.
+    """
+    from napari_fcnseg.core.normalize import looks_like_ct
+    from napari_fcnseg.io.sidecar import read_sidecar
+
+    path = Path(volume.path)
+    sidecar = read_sidecar(path) if path.is_file() else None
+    if sidecar is not None or _looks_like_labels(volume.data):
+        return _labels_layer(volume, sidecar)
     modality = (volume.modality or "").upper()
     is_ct = modality == "CT" or (not modality and looks_like_ct(volume.data))
     metadata: dict[str, Any] = {SOURCE_KEY: str(path)}

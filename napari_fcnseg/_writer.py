@@ -1,5 +1,8 @@
 """napari writer: save a Labels layer as NIfTI (``.nii``, ``.nii.gz``) or TIFF.
 
+Class names and the review record go into a sidecar JSON beside the file (see
+:mod:`napari_fcnseg.io.sidecar`), so opening the file again resumes where the person stopped.
+
 When the labels were made from an image this plugin opened, NIfTI output goes back onto that
 image's voxel grid with its affine, so the labels overlay the scan in other viewers; otherwise
 the layer's scale and translate give the voxel size and origin.
@@ -56,7 +59,17 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
         When the labels or the destination are unusable; the message says why.
     """
     from napari_fcnseg import io
+    from napari_fcnseg.core.review import METADATA_KEY
+    from napari_fcnseg.io.sidecar import write_sidecar
 
     labels = np.asarray(data)
     written = io.write_labels(path, labels, like=_like(path, labels, attributes))
+    metadata = attributes.get("metadata") or {}
+    features = attributes.get("features")
+    classes = None
+    if features is not None and "class" in getattr(features, "columns", ()):
+        classes = [str(c) for c in features["class"]]
+    review = metadata.get(METADATA_KEY)
+    if classes or review:  # what resuming needs, beside the labels (see io.sidecar)
+        write_sidecar(written, classes, review, metadata.get(SOURCE_KEY))
     return [str(written)]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_fcnseg._reader import SOURCE_KEY
+from napari_fcnseg.class_style import class_colormap, class_features, style_labels_layer
 from napari_fcnseg.core.review import (
     METADATA_KEY,
     OverwriteUndo,
@@ -23,7 +24,6 @@ from napari_fcnseg.core.review import (
 
 from ._common import find_labels_layer, layer_geometry, layer_named
 from ._segment_work import SegmentOutcome
-from .class_style import class_colormap, class_features, style_labels_layer
 
 if TYPE_CHECKING:
     import napari

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_fcnseg._reader import MODALITY_KEY
+from napari_fcnseg.class_style import legend_html
 from napari_fcnseg.core.review import (
     METADATA_KEY,
     OverwriteUndo,
@@ -47,7 +48,6 @@ from ._common import (
 )
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
-from .class_style import legend_html
 from .session import models_changed, real_viewer, session_for
 
 if TYPE_CHECKING:

@@ -209,7 +209,7 @@ def test_docked_review_keeps_the_users_choices(qtbot, make_napari_viewer, tiny_m
 
 
 def test_labels_layer_names_and_colours_its_classes(qtbot, make_napari_viewer, tiny_model):
-    from napari_fcnseg.widgets.class_style import PALETTE
+    from napari_fcnseg.class_style import PALETTE
 
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "mr_abdomen")
