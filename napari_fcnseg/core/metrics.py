@@ -54,3 +54,49 @@ def voxel_counts(pred: np.ndarray, ref: np.ndarray, num_classes: int | None = No
         np_, nr = int(joint[c].sum()), int(joint[:, c].sum())
         out[c] = (inter, np_ + nr, np_, nr)
     return out
+
+
+def class_volumes(labels: np.ndarray, spacing: tuple[float, ...] | None = None,
+                  names: list[str] | None = None) -> list[dict]:
+    """Voxel count, volume in mL and number of connected parts of every foreground class.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Integer label map (2D or 3D).
+    spacing : tuple of float, optional
+        Voxel size in mm per axis; without it volumes are not reported (None).
+    names : list of str, optional
+        Class names by label value; other values are named "class N".
+
+    Returns
+    -------
+    list of dict
+        One row per label value present (and per named class), ascending: ``value``, ``name``,
+        ``voxels``, ``ml`` (None without ``spacing``) and ``components`` (connected parts,
+        face-and-edge connectivity, e.g. the number of lesions).
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"labels must be integers, not {labels.dtype}")
+    values = np.unique(labels)
+    present = [int(v) for v in values if v > 0]
+    wanted = sorted(set(present) | set(range(1, len(names or []))))
+    voxel_ml = None
+    if spacing is not None:
+        voxel_ml = float(np.prod(np.asarray(spacing, float)[-labels.ndim:])) / 1000.0
+    structure = ndimage.generate_binary_structure(labels.ndim, 2)
+    objects = ndimage.find_objects(labels.astype(np.int64, copy=False)) if present else []
+    rows = []
+    for v in wanted:
+        box = objects[v - 1] if v - 1 < len(objects) else None
+        mask = labels[box] == v if box is not None else np.zeros((0,), bool)
+        voxels = int(np.count_nonzero(mask))
+        parts = int(ndimage.label(mask, structure)[1]) if voxels else 0
+        name = names[v] if names and v < len(names) else f"class {v}"
+        rows.append({"value": v, "name": name, "voxels": voxels,
+                     "ml": None if voxel_ml is None else round(voxels * voxel_ml, 3),
+                     "components": parts})
+    return rows

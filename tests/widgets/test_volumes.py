@@ -1,0 +1,58 @@
+"""The Volumes panel: mL, voxels and parts per class, current after edits, exported as CSV."""
+
+import csv
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_fcnseg.core.metrics import class_volumes
+from napari_fcnseg.io import ImageWriteError
+
+pytestmark = pytest.mark.gui
+
+
+def test_class_volumes_counts_parts_and_millilitres():
+    labels = np.zeros((4, 10, 10), np.uint8)
+    labels[0, :2, :2] = 1
+    labels[3, 5:, 5:] = 1
+    labels[1, 4, 4] = 3
+    rows = class_volumes(labels, (2.0, 1.0, 1.0), ["background", "organ", "lesion"])
+    assert [(r["name"], r["voxels"], r["components"]) for r in rows] == [
+        ("organ", 29, 2), ("lesion", 0, 0), ("class 3", 1, 1)]
+    assert rows[0]["ml"] == pytest.approx(29 * 2.0 / 1000)
+    assert class_volumes(labels)[0]["ml"] is None
+
+
+def test_panel_follows_edits_and_exports_csv(qtbot, make_napari_viewer, tmp_path):
+    from napari_fcnseg.class_style import class_features
+
+    viewer = make_napari_viewer()
+    data = np.zeros((3, 20, 20), np.uint8)
+    data[1, 2:6, 2:6] = 2
+    viewer.add_labels(data, name="seg", scale=(2.0, 0.5, 0.5),
+                      features=class_features(["background", "liver", "tumour"]))
+    _, panel = viewer.window.add_plugin_dock_widget("napari-fcnseg", "Volumes")
+    qtbot.waitUntil(lambda: any(r["name"] == "tumour" for r in panel.rows), timeout=10_000)
+    tumour = next(r for r in panel.rows if r["name"] == "tumour")
+    assert tumour["voxels"] == 16 and tumour["components"] == 1
+    assert tumour["ml"] == pytest.approx(16 * 0.5 / 1000)
+    layer = viewer.layers["seg"]
+    layer.brush_size = 1
+    layer.paint((2, 15, 15), 2)  # a second, separate lesion
+    qtbot.waitUntil(lambda: next(r for r in panel.rows if r["name"] == "tumour")[
+        "components"] == 2, timeout=10_000)
+    out = panel.export_csv(tmp_path / "v.csv")
+    rows = list(csv.DictReader(Path(out).open()))
+    assert [r["class"] for r in rows] == ["liver", "tumour"] and rows[1]["parts"] == "2"
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="POSIX only")
+def test_export_never_replaces_a_device(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, panel = viewer.window.add_plugin_dock_widget("napari-fcnseg", "Volumes")
+    with pytest.raises(ImageWriteError):
+        panel.export_csv("/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
