@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,11 +36,27 @@ class Prediction:
         (C, *input shape) float32 in [0, 1] or uint8 in [0, 255], when asked for.
     slices : list of int
         Slice indices (along the slice axis) that were predicted.
+    uncertainty : dict of int to float
+        Slice -> how unsure the model was there (see :func:`slice_uncertainty`), when asked.
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None
     slices: list[int]
+    uncertainty: dict[int, float] = field(default_factory=dict)
+
+
+def slice_uncertainty(probs: torch.Tensor) -> torch.Tensor:
+    """How unsure the model is on each slice of a (B, C, H, W) batch of probabilities.
+
+    The mean normalised entropy (0 = certain, 1 = uniform) over the slice's foreground region:
+    the pixels predicted as any foreground class or given a foreground probability above 0.1,
+    where corrections are made. A slice without any such pixel scores 0.
+    """
+    entropy = -(probs * probs.clamp_min(1e-8).log()).sum(1) / np.log(max(2, probs.shape[1]))
+    region = (probs.argmax(1) != 0) | (probs[:, 0] < 0.9)
+    counts = region.sum((1, 2)).clamp_min(1)
+    return (entropy * region).sum((1, 2)) / counts
 
 
 def prepare_for_inference(net: nn.Module, device: torch.device) -> nn.Module:
@@ -108,6 +124,7 @@ def predict_iter(
     tile_size: int = 1024,
     tile_overlap: int = 128,
     probabilities: str | None = None,
+    uncertainty: bool = False,
     device: str | torch.device | None = None,
 ) -> Generator[Progress, None, Prediction]:
     """Segment ``image`` slice by slice, yielding progress after every batch.
@@ -134,6 +151,9 @@ def predict_iter(
         Slices with a side longer than ``tile_size`` are run in overlapping tiles.
     probabilities : {None, "float32", "uint8"}
         Also return per-class probabilities in this dtype.
+    uncertainty : bool
+        Also score every slice by how unsure the model was (:func:`slice_uncertainty`), to
+        guide review.
     device : str or torch.device, optional
         Where to run; see :func:`~napari_fcnseg.core.device.pick_device`.
 
@@ -179,6 +199,7 @@ def predict_iter(
                for v, zs in enumerate(per_volume) for i in range(0, len(zs), step)]
     offsets = np.arange(-context, context + 1)
     normed: dict[tuple[int, int], np.ndarray] = {}  # each slice is normalised once
+    scores: dict[int, float] = {}
     with torch.inference_mode():
         for done, (v, batch) in enumerate(batches, start=1):
             rows = np.clip(np.asarray(batch)[:, None] + offsets[None, :], 0, nz - 1)
@@ -192,9 +213,12 @@ def predict_iter(
                 p = _probabilities_tiled(fast, x, multiple, tile_size, tile_overlap)
             else:
                 p = _run_net(fast, x, multiple)
-                if probs_out is not None:
+                if probs_out is not None or uncertainty:
                     p = p.softmax(dim=1)
                 p = p.cpu()
+            if uncertainty:
+                for z, score in zip(batch, slice_uncertainty(p).tolist(), strict=True):
+                    scores[v * nz + int(z)] = round(float(score), 5)
             labels[v, batch] = p.argmax(dim=1).to(torch.uint8).numpy()
             if probs_out is not None:
                 p = p.permute(1, 0, 2, 3).numpy()
@@ -205,7 +229,7 @@ def predict_iter(
     labels = labels.reshape(image.shape)
     if probs_out is not None:
         probs_out = probs_out.reshape((n_classes, *image.shape))
-    return Prediction(labels, probs_out, chosen)
+    return Prediction(labels, probs_out, chosen, scores)
 
 
 def predict(net: nn.Module, image: np.ndarray, **kwargs) -> Prediction:

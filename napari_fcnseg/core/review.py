@@ -41,12 +41,16 @@ class ReviewState:
         Slices a person marked as reviewed (accepted or corrected).
     classes : list of str
         Class names, background first; label value ``i`` means ``classes[i]``.
+    uncertainty : dict of int to float
+        Slice -> how unsure the model was when it wrote the slice (0 certain .. 1), to rank
+        the slices worth reviewing first.
     """
 
     model: str = ""
     predicted: dict[int, str] = field(default_factory=dict)
     reviewed: set[int] = field(default_factory=set)
     classes: list[str] = field(default_factory=list)
+    uncertainty: dict[int, float] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, Any]:
         """Return the state as a JSON-serialisable dict (slice keys become strings)."""
@@ -56,6 +60,7 @@ class ReviewState:
             "predicted": {str(k): v for k, v in sorted(self.predicted.items())},
             "reviewed": sorted(int(k) for k in self.reviewed),
             "classes": list(self.classes),
+            "uncertainty": {str(k): float(v) for k, v in sorted(self.uncertainty.items())},
         }
 
     @classmethod
@@ -90,9 +95,11 @@ class ReviewState:
             reviewed = {int(k) for k in md.get("reviewed") or ()}
             classes = [str(c) for c in md.get("classes") or ()]
             model = str(md.get("model") or "")
+            uncertainty = {int(k): float(v) for k, v in dict(md.get("uncertainty") or {}).items()}
         except (TypeError, ValueError):
             return None
-        return cls(model=model, predicted=predicted, reviewed=reviewed, classes=classes)
+        return cls(model=model, predicted=predicted, reviewed=reviewed, classes=classes,
+                   uncertainty=uncertainty)
 
     def record_prediction(self, digests: Mapping[int, str], model_name: str) -> None:
         """Note that ``model_name`` just wrote the slices in ``digests`` (slice -> digest).
@@ -102,6 +109,34 @@ class ReviewState:
         self.predicted.update({int(k): str(v) for k, v in digests.items()})
         self.reviewed -= {int(k) for k in digests}
         self.model = model_name
+
+    def next_to_review(self, n_slices: int, protected: Iterable[int],
+                       after: int | None = None) -> int | None:
+        """The slice most worth reviewing next: the most uncertain one nobody owns yet.
+
+        Parameters
+        ----------
+        n_slices : int
+            Slices in the layer.
+        protected : iterable of int
+            Slices a person edited or reviewed (never proposed).
+        after : int, optional
+            Without uncertainty scores, propose the first free slice after this one.
+
+        Returns
+        -------
+        int or None
+            The slice, or None when every slice is edited or reviewed.
+        """
+        owned = set(protected)
+        free = [k for k in range(n_slices) if k not in owned]
+        if not free:
+            return None
+        scored = [k for k in free if k in self.uncertainty]
+        if scored:
+            return max(scored, key=lambda k: (self.uncertainty[k], -k))
+        later = [k for k in free if after is None or k > after]
+        return (later or free)[0]
 
     def mark_reviewed(self, slices: Iterable[int], reviewed: bool = True) -> None:
         """Add ``slices`` to (or, with ``reviewed=False``, remove them from) :attr:`reviewed`."""

@@ -96,6 +96,8 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
                                    overwrite_protected=overwrite, digests=outcome.digests,
                                    undo=undo)
     kept = sorted(set(prediction.slices) - set(written))
+    scores = getattr(prediction, "uncertainty", None) or {}
+    state.uncertainty.update({k: scores[k] for k in written if k in scores})
     if prediction.probabilities is not None:
         show_probabilities(viewer, image, prediction, classes)
     if layer is None:

@@ -74,6 +74,6 @@ def predict_work(model: str, loaded: Any, data: Any, slices: list[int] | None, m
     normalizer = fit_normalizer(image, modality)
     prediction = yield from predict_iter(
         loaded.net, image, slices=slices, normalizer=normalizer, batch_size=batch_size,
-        probabilities="uint8" if probabilities else None, device=device)
+        probabilities="uint8" if probabilities else None, uncertainty=True, device=device)
     # hashing here spares the main thread: merging needs the digests of what was written
     return SegmentOutcome(prediction, slice_digests(prediction.labels, prediction.slices), fresh)

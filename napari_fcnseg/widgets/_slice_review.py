@@ -33,6 +33,7 @@ from napari_fcnseg.core.review import (
 )
 
 from ._common import current_slice, find_labels_layer, is_alive, layer_named, notify_error
+from ._guided import bind_review_keys, next_to_review, report_all_owned, shortcuts_html
 from ._segment_output import PROBABILITY_KEY
 from .session import real_viewer
 
@@ -93,6 +94,11 @@ class SliceReviewWidget(QWidget):
         self.unmark_button.setToolTip("Un-review the selected slices (or the current one). "
                                       "Edited slices stay edited.")
         self.refresh_button = QPushButton("Refresh")
+        self.next_button = QPushButton("Next slice to review")
+        self.next_button.setToolTip("Go to the slice the model was least sure about among those "
+                                    "nobody edited or reviewed yet.")
+        self.shortcuts_label = QLabel(shortcuts_html())
+        self._visited: list[int] = []
 
         layers = QFormLayout()
         layers.addRow("Image", self.image_combo)
@@ -105,8 +111,12 @@ class SliceReviewWidget(QWidget):
         self._layout.addWidget(QLabel("Slices to learn from:"))
         self._layout.addWidget(self.slice_list)
         self._layout.addWidget(self.summary_label)
-        self._layout.addWidget(self.mark_button)
+        review_buttons = QHBoxLayout()
+        review_buttons.addWidget(self.next_button)
+        review_buttons.addWidget(self.mark_button)
+        self._layout.addLayout(review_buttons)
         self._layout.addLayout(slice_buttons)
+        self._layout.addWidget(self.shortcuts_label)
 
         self.image_combo.currentTextChanged.connect(self._on_image_picked)
         self.labels_combo.currentTextChanged.connect(self._on_labels_picked)
@@ -116,6 +126,8 @@ class SliceReviewWidget(QWidget):
         self.mark_button.clicked.connect(lambda: self.mark_reviewed())
         self.unmark_button.clicked.connect(self._on_unmark_clicked)
         self.refresh_button.clicked.connect(self.refresh)
+        self.next_button.clicked.connect(lambda: self.go_to_next_to_review())
+        bind_review_keys(self.viewer, self)
         for event in ("inserted", "removed", "reordered"):
             getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
         for layer in self.viewer.layers:
@@ -333,6 +345,25 @@ class SliceReviewWidget(QWidget):
         offset = self.viewer.dims.ndim - len(shape)
         for axis in range(len(shape) - 2):
             self.viewer.dims.set_point(offset + axis, float(world[axis]))
+
+    def go_to_next_to_review(self) -> int | None:
+        """Go to the most uncertain slice nobody edited or reviewed; return it (None if none)."""
+        k = next_to_review(self)
+        if k is None:
+            if self.labels_layer is not None:
+                report_all_owned()
+            return None
+        self._visited.append(self.current_slice())
+        self.go_to_slice(k)
+        return k
+
+    def go_back(self) -> int | None:
+        """Return to the slice shown before the last "next slice to review"."""
+        if not self._visited:
+            return None
+        k = self._visited.pop()
+        self.go_to_slice(k)
+        return k
 
     def _on_goto_clicked(self) -> None:
         item = (self.slice_list.selectedItems() or [self.slice_list.item(0)])[0]

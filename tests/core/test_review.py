@@ -228,3 +228,32 @@ def test_merge_2d_and_errors():
     with pytest.raises(ValueError, match="cannot hold"):
         merge_prediction(labels, np.full((8, 8), 300, np.int32), [0], state, "m",
                          overwrite_protected=True)
+
+
+def test_next_to_review_prefers_the_most_uncertain_free_slice():
+    from napari_fcnseg.core.review import ReviewState
+
+    state = ReviewState(uncertainty={0: 0.1, 1: 0.9, 2: 0.5, 3: 0.95})
+    assert state.next_to_review(5, protected=[3]) == 1
+    assert state.next_to_review(5, protected=[1, 3]) == 2
+    assert state.next_to_review(5, protected=range(5)) is None
+    plain = ReviewState()
+    assert plain.next_to_review(5, protected=[1], after=0) == 2
+    assert plain.next_to_review(5, protected=[1], after=4) == 0  # wraps around
+    back = ReviewState.from_metadata(state.to_metadata())
+    assert back.uncertainty == state.uncertainty
+
+
+def test_slice_uncertainty_is_zero_when_sure_and_high_when_torn():
+    import torch
+
+    from napari_fcnseg.core.predict import slice_uncertainty
+
+    sure = torch.zeros(1, 3, 4, 4)
+    sure[:, 1] = 1.0  # certain foreground everywhere
+    torn = torch.full((1, 3, 4, 4), 1 / 3)
+    empty = torch.zeros(1, 3, 4, 4)
+    empty[:, 0] = 1.0  # certain background: no region to be unsure about
+    scores = slice_uncertainty(torch.cat([sure, torn, empty])).tolist()
+    assert scores[0] == pytest.approx(0, abs=1e-5) and scores[1] == pytest.approx(1, abs=1e-5)
+    assert scores[2] == 0

@@ -22,7 +22,7 @@ def test_manifest_declares_everything():
     assert pm.name == "napari-fcnseg"
     assert set(pm.categories) == {"Segmentation", "Annotation"}
     widgets = {w.display_name: w.command for w in pm.contributions.widgets}
-    assert set(widgets) == {"Segment", "Review and Fine-tune", "Models", "CT window"}
+    assert set(widgets) == {"Segment", "Review and Fine-tune", "Models", "Volumes", "CT window"}
     commands = {c.id: c.python_name for c in pm.contributions.commands}
     assert commands[widgets["Segment"]] == "napari_fcnseg.widgets.segment:SegmentWidget"
     assert commands[widgets["Models"]] == "napari_fcnseg.widgets.models:ModelsWidget"

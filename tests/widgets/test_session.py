@@ -226,3 +226,28 @@ def test_labels_layer_names_and_colours_its_classes(qtbot, make_napari_viewer, t
         assert not np.allclose(ours, truth.colormap.map(np.array([value]))[0], atol=0.05)
     value, name = str(labels.get_status((0, 0, 0))["value"]).split("; class: ")
     assert ["background", "organ", "lesion"][int(value)] == name  # the status bar names it
+
+
+def test_guided_review_goes_to_the_most_uncertain_free_slice(qtbot, make_napari_viewer,
+                                                             tiny_model):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "mr_abdomen")
+    seg = _dock(viewer, "Segment")
+    review = _dock(viewer, "Review and Fine-tune")
+    _result(qtbot, seg.segment("volume"))
+    labels = viewer.layers[f"{IMAGE} labels"]
+    state = ReviewState.from_metadata(labels.metadata)
+    n = labels.data.shape[0]
+    assert set(state.uncertainty) == set(range(n))
+    ranked = sorted(range(n), key=lambda k: -state.uncertainty[k])
+    assert review.go_to_next_to_review() == ranked[0]
+    assert review.current_slice() == ranked[0]
+    keys = {str(k): f for k, f in viewer.keymap.items()}
+    assert {"Shift+R", "Shift+N", "Shift+B"} <= set(keys), keys.keys()
+    keys["Shift+R"](viewer)  # mark reviewed by keyboard
+    assert ranked[0] in ReviewState.from_metadata(labels.metadata).reviewed
+    keys["Shift+N"](viewer)
+    assert review.current_slice() == ranked[1]
+    keys["Shift+B"](viewer)
+    assert review.current_slice() == ranked[0]
+    assert "Shift-N" in review.shortcuts_label.text()
