@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ._common import notify_error
@@ -25,6 +26,25 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "Liver": (60.0, 160.0),
     "Mediastinum": (50.0, 350.0),
 }
+
+
+def _not_ct(layer) -> str | None:
+    """Why ``layer`` is not a CT in Hounsfield units, or None when it is (or may be)."""
+    from napari_fcnseg._sample_data import MODALITY_KEY
+    from napari_fcnseg.core.normalize import looks_like_ct
+
+    modality = str(layer.metadata.get(MODALITY_KEY, "")).upper()
+    if modality == "CT":
+        return None
+    if modality:
+        return (f"'{layer.name}' is {modality}, not CT: CT windows are in Hounsfield units and "
+                "mean nothing for it. Adjust its contrast in the layer controls instead.")
+    data = layer.data
+    sample = np.asarray(data[tuple(slice(None, None, max(1, n // 64)) for n in data.shape)])
+    if not looks_like_ct(sample):
+        return (f"'{layer.name}' does not look like a CT in Hounsfield units (its values do "
+                "not span air to bone); the window was not applied.")
+    return None
 
 
 def window_limits(level: float, width: float) -> tuple[float, float]:
@@ -69,6 +89,11 @@ class WindowWidget(QWidget):
             layer = images[-1] if len(images) == 1 else None
         if layer is None or layer.rgb:
             notify_error("Select the grayscale image layer to window first.")
+            return False
+        problem = _not_ct(layer)
+        if problem:
+            notify_error(problem)
+            self.status.setText(problem)
             return False
         level, width = WINDOW_PRESETS[preset]
         low, high = window_limits(level, width)

@@ -28,3 +28,20 @@ def test_no_image_selected_is_a_notification_not_a_crash(make_napari_viewer, mon
     widget = WindowWidget(viewer)
     assert widget.apply("Lung") is False
     assert messages and "image" in messages[0]
+
+
+def test_ct_windows_refuse_images_that_are_not_ct(make_napari_viewer, monkeypatch):
+    messages = []
+    monkeypatch.setattr("napari_fcnseg.widgets.window.notify_error", messages.append)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-fcnseg", "mr_abdomen")
+    mr = viewer.layers["MR-like abdomen"]
+    viewer.layers.selection.active = mr
+    before = tuple(mr.contrast_limits)
+    widget = WindowWidget(viewer)
+    assert widget.apply("Lung") is False
+    assert tuple(mr.contrast_limits) == before
+    assert "MR, not CT" in messages[-1]
+    photo = viewer.add_image(np.random.default_rng(0).integers(0, 255, (16, 16), np.uint8))
+    viewer.layers.selection.active = photo
+    assert widget.apply("Bone") is False and "Hounsfield" in messages[-1]
