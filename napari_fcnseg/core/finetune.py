@@ -172,6 +172,17 @@ class FinetuneResult:
         }
 
 
+def heldout_folds(settings: FinetuneSettings, n_annotated: int) -> int:
+    """Folds of the held-out estimate for ``n_annotated`` slices (0: no estimate)."""
+    folds = min(n_annotated, settings.holdout_folds)
+    return folds if folds >= 2 else 0
+
+
+def total_steps(settings: FinetuneSettings, n_annotated: int) -> int:
+    """Optimiser steps of a round: the final model's plus every held-out fold's."""
+    return settings.steps * (1 + heldout_folds(settings, n_annotated))
+
+
 def annotated_slices(labels: np.ndarray, ignore_label: int | None = None) -> list[int]:
     """Return the slices (of ``labels.reshape(-1, Y, X)``) holding an annotation.
 
@@ -336,9 +347,8 @@ def finetune_iter(
     top = int(ys[valid].max()) if bool(valid.any()) else 0
     names = _class_names(top, net, class_names)
     kept = _kept_rows(names, base_class_names, net.config.num_classes)
-    folds = min(len(chosen), settings.holdout_folds) if settings.holdout_folds >= 2 else 0
-    folds = folds if folds >= 2 else 0
-    total = settings.steps * (1 + folds)
+    folds = heldout_folds(settings, len(chosen))
+    total = total_steps(settings, len(chosen))
 
     def counts(model: nn.Module, positions: list[int], mapping=None) -> Counts:
         pred = _predict_stacks(model, xs[positions], dev)

@@ -81,12 +81,3 @@ def finetune_work(base: str, image: np.ndarray, labels: np.ndarray, **kwargs: An
                                          base_class_names=model.class_names, **kwargs))
     except RuntimeError as exc:  # e.g. torch failures; see FinetuneError
         raise FinetuneError(str(exc)) from exc
-
-
-def total_steps(job: dict[str, Any]) -> int:
-    """Steps of the final model plus those of the held-out folds (one per slice, at most k)."""
-    settings = job["settings"]
-    folds = min(len(job["slices"]), settings.holdout_folds)
-    return settings.steps * (1 + (folds if folds >= 2 else 0))
-
-

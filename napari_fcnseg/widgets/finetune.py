@@ -15,22 +15,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
 )
 
-from napari_fcnseg.core.review import protected_slices, slice_count
+from napari_fcnseg.core.review import METADATA_KEY, protected_slices, slice_count
 
 from ._common import fail_future, is_alive, notify_error, notify_info
-from ._finetune_job import copy_training_labels, finetune_work, total_steps
+from ._finetune_form import STROKES_ONLY, FinetuneForm, parse_class_names
+from ._finetune_job import copy_training_labels, finetune_work
 from ._finetune_report import dice_table, verdict
 from ._slice_review import FinetuneError, SliceReviewWidget
 from ._strokes import StrokeTracker, strokes_only
@@ -45,8 +40,6 @@ __all__ = ["CANCELLED_MESSAGE", "FinetuneCancelled", "FinetuneError", "FinetuneW
            "dice_table"]
 
 CANCELLED_MESSAGE = "Fine-tuning cancelled; the model is unchanged"
-WHOLE_SLICES = "Whole edited/reviewed slices"
-STROKES_ONLY = "Only my strokes"
 
 
 class FinetuneCancelled(concurrent.futures.CancelledError):
@@ -74,7 +67,6 @@ class FinetuneWidget(SliceReviewWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(napari_viewer)
-        from napari_fcnseg.core.finetune import FinetuneSettings
 
         self.session = session_for(napari_viewer)
         self._worker: Any = None
@@ -86,32 +78,15 @@ class FinetuneWidget(SliceReviewWidget):
         self._last_model: str | None = None
         self._auto_name = ""
 
-        defaults = FinetuneSettings()
-        self.model_combo = QComboBox()
-        self.steps_spin = QSpinBox(minimum=1, maximum=100_000, value=defaults.steps)
-        self.steps_spin.setToolTip(
-            "How many training passes over the annotated slices. More steps fit them more "
-            "closely, take longer, and past a point only memorise them.")
-        self.learn_from_combo = QComboBox()
-        self.learn_from_combo.addItems([WHOLE_SLICES, STROKES_ONLY])
-        self.learn_from_combo.setToolTip(
-            "Whole slices: every pixel of an edited or reviewed slice is taken as correct. "
-            "Only my strokes: on edited slices only the pixels you painted or erased count "
-            "(the rest may still be wrong); slices you marked reviewed count whole.")
+        self.form = FinetuneForm()
+        for attr in ("model_combo", "steps_spin", "lr_spin", "learn_from_combo", "heldout_check",
+                     "classes_edit"):
+            setattr(self, attr, getattr(self.form, attr))
+        self.name_edit = self.form.name_edit
         self._strokes: StrokeTracker | None = None
         self._strokes_layer: Any = None
         self.labels_changed.connect(self._track_strokes)
         self._track_strokes()
-        self.heldout_check = QCheckBox("Measure on held-out slices")
-        self.heldout_check.setChecked(defaults.holdout_folds >= 2)
-        self.heldout_check.setToolTip(
-            "With two or more annotated slices, also train the same way without each slice in "
-            "turn and score it on that slice: an honest estimate of how the new model does on "
-            "slices it has not seen. Takes up to four times as long. A model that is not "
-            "better than the starting one is saved but not selected for segmenting.")
-        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4,
-                                      value=defaults.lr)
-        self.name_edit = QLineEdit()
         self.finetune_button = QPushButton("Fine-tune")
         self.cancel_button = QPushButton("Cancel", enabled=False)
         self.progress_bar = QProgressBar()
@@ -122,17 +97,10 @@ class FinetuneWidget(SliceReviewWidget):
         self.result_label.setTextFormat(Qt.TextFormat.RichText)
         self.resegment_button = QPushButton("Re-segment unreviewed slices", enabled=False)
 
-        settings = QFormLayout()
-        settings.addRow("Base model", self.model_combo)
-        settings.addRow("Steps", self.steps_spin)
-        settings.addRow("Learning rate", self.lr_spin)
-        settings.addRow("Learn from", self.learn_from_combo)
-        settings.addRow("", self.heldout_check)
-        settings.addRow("New model name", self.name_edit)
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.finetune_button)
         run_buttons.addWidget(self.cancel_button)
-        self._layout.addLayout(settings)
+        self._layout.addWidget(self.form)
         self._layout.addLayout(run_buttons)
         for widget in (self.progress_bar, self.status_label, self.loss_plot, self.result_label,
                        self.resegment_button):
@@ -210,7 +178,6 @@ class FinetuneWidget(SliceReviewWidget):
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""
-        from napari_fcnseg.core.finetune import FinetuneSettings
         from napari_fcnseg.core.store import ModelError, ModelStore, sanitize_name
 
         image, labels = self.image_layer, self.labels_layer
@@ -233,17 +200,22 @@ class FinetuneWidget(SliceReviewWidget):
             raise FinetuneError(f"Cannot fine-tune: {exc}") from exc
         model_classes = list(info.metadata.get("classes", []))
         state = self.review_state()
-        names = list(state.classes if state and state.classes else model_classes)
+        try:
+            typed = parse_class_names(self.classes_edit.text())
+        except ValueError as exc:
+            raise FinetuneError(f"Class names: {exc}.") from None
+        names = typed or list(state.classes if state and state.classes else model_classes)
         top = int(used.max())
+        if typed and top >= len(typed):
+            raise FinetuneError(f"'{labels.name}' uses label value {top}, but only "
+                                f"{len(typed)} class names are given; add a name for it.")
         if top >= len(names):
             names += [f"class {c}" for c in range(len(names), top + 1)]
         if len(names) != len(model_classes):
             notify_info(f"The labels use {len(names)} classes ({', '.join(names)}) but model "
                         f"'{base}' knows {len(model_classes)}; fine-tuning gives it a new "
                         "output layer for them and keeps what it learned.")
-        settings = FinetuneSettings(
-            steps=self.steps_spin.value(), lr=self.lr_spin.value(),
-            holdout_folds=FinetuneSettings.holdout_folds if self.heldout_check.isChecked() else 0)
+        settings = self.form.settings()
         ignore = None
         if self.learn_from_combo.currentText() == STROKES_ONLY and self._strokes is not None:
             data, ignore = strokes_only(data, slices, self._strokes, set(state.reviewed)
@@ -252,6 +224,24 @@ class FinetuneWidget(SliceReviewWidget):
                 "slices": slices, "class_names": names, "settings": settings,
                 "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
                 "base": base, "name": name, "image_name": image.name}
+
+    def refresh(self) -> None:
+        """Re-list the slices to learn from, and say how long fine-tuning on them will take."""
+        super().refresh()
+        if hasattr(self, "form"):
+            self.form.show_estimate(len(self.slice_status()))
+
+    def _name_classes(self, names: list[str]) -> None:
+        """Record the round's class names on the labels layer (status bar, legend, saving)."""
+        from napari_fcnseg.class_style import style_labels_layer
+
+        labels = self.labels_layer
+        state = self.review_state(create=True)
+        if labels is None or state.classes == names:
+            return
+        state.classes = list(names)
+        labels.metadata[METADATA_KEY] = state.to_metadata()
+        style_labels_layer(labels, list(names))
 
     def _track_strokes(self) -> None:
         """Follow the painting on the Labels layer under review (see :mod:`._strokes`)."""
@@ -275,6 +265,8 @@ class FinetuneWidget(SliceReviewWidget):
         """
         from napari.qt.threading import create_worker
 
+        from napari_fcnseg.core.finetune import total_steps
+
         future: concurrent.futures.Future = concurrent.futures.Future()
         if self.busy:
             return self._fail(future, "Fine-tuning is already running; wait or cancel it.")
@@ -282,11 +274,13 @@ class FinetuneWidget(SliceReviewWidget):
             job = self._prepare()
         except FinetuneError as exc:
             return self._fail(future, str(exc))
+        self._name_classes(job["class_names"])
         keys = ("slices", "class_names", "settings", "modality", "ignore_label")
         worker = create_worker(
             finetune_work, job["base"], job["image"], job["labels"],
             **{k: job[k] for k in keys}, _ignore_errors=True,
-            _progress={"total": total_steps(job), "desc": f"Fine-tuning {job['name']}"})
+            _progress={"total": total_steps(job["settings"], len(job["slices"])),
+                       "desc": f"Fine-tuning {job['name']}"})
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(result, job))
         worker.errored.connect(self._on_errored)
@@ -297,7 +291,7 @@ class FinetuneWidget(SliceReviewWidget):
         self.loss_plot.clear()
         self.loss_plot.set_total(job["settings"].steps)
         self.result_label.clear()
-        self.progress_bar.setRange(0, total_steps(job))
+        self.progress_bar.setRange(0, total_steps(job["settings"], len(job["slices"])))
         self.progress_bar.setValue(0)
         self._set_busy(True)
         self.status_label.setText(f"Fine-tuning '{job['base']}' on {len(job['slices'])} "
@@ -330,6 +324,7 @@ class FinetuneWidget(SliceReviewWidget):
             self._t_first, eta = now, "estimating time left"
         else:
             per_step = (now - self._t_first) / (record.step - 1)
+            self.form.seconds_per_step = per_step  # for the next round's estimate
             eta = f"about {_duration(per_step * (record.total - record.step))} left"
         self.progress_bar.setRange(0, max(1, record.total))
         self.progress_bar.setValue(record.step)

@@ -398,3 +398,45 @@ def test_held_out_check_decides_which_model_segments_next(qtbot, make_napari_vie
         assert seg.model_name == name and "better than 'tiny'" in text
     else:
         assert seg.model_name == "tiny" and "not better" in text and "stays selected" in text
+
+
+def test_class_names_typed_by_the_user_reach_the_model_and_the_layer(
+        qtbot, make_napari_viewer, tiny_model, phantom):
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    widget = _widget(viewer, steps=2)
+    assert _wait(qtbot, seg.segment("volume")).done()
+    labels = seg.labels_layer
+    labels.data_setitem((np.array([1]), np.array([3]), np.array([3])), 3)  # a new class
+    widget.mark_reviewed([1])
+    widget.classes_edit.setText("background, liver")
+    future = _wait(qtbot, widget.finetune())
+    assert isinstance(future.exception(), FinetuneError)
+    assert "label value 3" in str(future.exception())
+    widget.classes_edit.setText("background, liver, tumour, vessel")
+    name = _wait(qtbot, widget.finetune()).result()
+    assert ModelStore().load(name).metadata["classes"] == ["background", "liver", "tumour",
+                                                           "vessel"]
+    assert list(labels.features["class"]) == ["background", "liver", "tumour", "vessel"]
+    assert ReviewState.from_metadata(labels.metadata[METADATA_KEY]).classes[-1] == "vessel"
+    widget.classes_edit.setText("background, liver, liver")
+    assert "once" in str(_wait(qtbot, widget.finetune()).exception())
+
+
+def test_time_estimate_before_the_round_and_after(qtbot, make_napari_viewer, tiny_model,
+                                                  phantom):
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    viewer.add_labels(phantom.labels.copy(), name="ct labels")
+    widget = _widget(viewer, steps=4, heldout=True)
+    widget.mark_reviewed([1, 2, 3])
+    qtbot.waitUntil(lambda: "Takes about" in widget.form.estimate_label.text(), timeout=5000)
+    assert "rough figure" in widget.form.estimate_label.text()
+    n = len(widget.training_slices())  # labels no model wrote count as the person's
+    assert f"{n} slice(s)" in widget.form.estimate_label.text()
+    _wait(qtbot, widget.finetune())
+    assert widget.form.seconds_per_step is not None
+    widget.refresh()
+    assert "last round" in widget.form.estimate_label.text()

@@ -1,0 +1,124 @@
+"""The settings of a fine-tuning round, in plain words, with a time estimate before it starts.
+
+Every control has a tooltip a clinician can act on. The estimate multiplies the steps to run
+(the final model's, plus the held-out folds') by the seconds a step took in this session's
+last round, or, before any round, by a rough figure for a 2-core laptop CPU; it says which.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+WHOLE_SLICES = "Whole edited/reviewed slices"
+STROKES_ONLY = "Only my strokes"
+#: Seconds per step of 4 crops of 192 x 192 on a 2-core laptop CPU (BENCHMARKS.md).
+PRIOR_SECONDS_PER_STEP = 0.2
+
+
+def parse_class_names(text: str) -> list[str] | None:
+    """Comma-separated class names, background first; None when the field is empty.
+
+    Raises
+    ------
+    ValueError
+        When a name is empty or repeated, or fewer than two are given.
+    """
+    if not text.strip():
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 2 or any(not n for n in names):
+        raise ValueError("give at least two comma-separated class names, background first "
+                         "(e.g. background, liver, tumour)")
+    if len({n.casefold() for n in names}) != len(names):
+        raise ValueError("each class name may be used once")
+    return names
+
+
+class FinetuneForm(QWidget):
+    """Base model, steps, learning rate, what to learn from, held-out check, class names, name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from napari_fcnseg.core.finetune import FinetuneSettings
+
+        defaults = FinetuneSettings()
+        self.seconds_per_step: float | None = None  # measured in this session's last round
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip("The model to start from; it is never changed: the result "
+                                    "is saved as a new model.")
+        self.steps_spin = QSpinBox(minimum=1, maximum=100_000, value=defaults.steps)
+        self.steps_spin.setToolTip(
+            "How many training passes over the annotated slices. More steps fit them more "
+            "closely, take longer, and past a point only memorise them.")
+        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4,
+                                      value=defaults.lr)
+        self.lr_spin.setToolTip("How big each training step is. Leave it unless training is "
+                                "unstable (lower it) or learns nothing (raise it a little).")
+        self.learn_from_combo = QComboBox()
+        self.learn_from_combo.addItems([WHOLE_SLICES, STROKES_ONLY])
+        self.learn_from_combo.setToolTip(
+            "Whole slices: every pixel of an edited or reviewed slice is taken as correct. "
+            "Only my strokes: on edited slices only the pixels you painted or erased count "
+            "(the rest may still be wrong); slices you marked reviewed count whole.")
+        self.heldout_check = QCheckBox("Measure on held-out slices")
+        self.heldout_check.setChecked(defaults.holdout_folds >= 2)
+        self.heldout_check.setToolTip(
+            "With two or more annotated slices, also train the same way without each slice in "
+            "turn and score it on that slice: an honest estimate of how the new model does on "
+            "slices it has not seen. Takes up to four times as long. A model that is not "
+            "better than the starting one is saved but not selected for segmenting.")
+        self.classes_edit = QLineEdit()
+        self.classes_edit.setPlaceholderText("background, organ, lesion")
+        self.classes_edit.setToolTip(
+            "Your class names, background first, comma-separated: label value 1 is the second "
+            "name, and so on. Add names to teach the model new classes; rename to relabel. "
+            "Empty: the names the labels layer already has.")
+        self.name_edit = QLineEdit()
+        self.name_edit.setToolTip("Name of the new model in the store.")
+        self.estimate_label = QLabel()
+        self.estimate_label.setWordWrap(True)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Base model", self.model_combo)
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Learning rate", self.lr_spin)
+        form.addRow("Learn from", self.learn_from_combo)
+        form.addRow("", self.heldout_check)
+        form.addRow("Classes", self.classes_edit)
+        form.addRow("New model name", self.name_edit)
+        form.addRow("", self.estimate_label)
+        for signal in (self.steps_spin.valueChanged, self.heldout_check.toggled):
+            signal.connect(lambda *_: self.show_estimate(self._n_slices))
+        self._n_slices = 0
+
+    def settings(self):
+        """The :class:`~napari_fcnseg.core.finetune.FinetuneSettings` the controls describe."""
+        from napari_fcnseg.core.finetune import FinetuneSettings
+
+        folds = FinetuneSettings.holdout_folds if self.heldout_check.isChecked() else 0
+        return FinetuneSettings(steps=self.steps_spin.value(), lr=self.lr_spin.value(),
+                                holdout_folds=folds)
+
+    def show_estimate(self, n_slices: int) -> None:
+        """Show how long a round on ``n_slices`` annotated slices will take, roughly."""
+        self._n_slices = n_slices
+        if n_slices < 1:
+            self.estimate_label.setText("")
+            return
+        from napari_fcnseg.core.finetune import total_steps
+
+        per_step = self.seconds_per_step or PRIOR_SECONDS_PER_STEP
+        seconds = round(per_step * total_steps(self.settings(), n_slices))
+        basis = ("from this session's last round" if self.seconds_per_step else
+                 "a rough figure for a 2-core laptop; the first round measures it")
+        text = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+        self.estimate_label.setText(f"Takes about {text} on {n_slices} slice(s) ({basis}).")
