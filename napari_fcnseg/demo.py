@@ -1,9 +1,9 @@
 """A one-command demonstration: a generated scan, the plugin's panels and a first segmentation.
 
 ``napari-fcnseg demo`` opens napari with a generated CT-like (or MR-like) abdomen, docks the
-Segment, Review and Fine-tune, Models and CT window panels, segments the whole volume with the
-default model and shows a slice through the middle. With ``--screenshot PATH`` it saves a picture of
-the window instead of staying open.
+Segment, Review and Fine-tune, Models, Volumes and CT window panels, segments the whole volume
+with the default model and shows a slice through the middle. With ``--screenshot PATH`` it saves
+a picture of the window instead of staying open.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 PLUGIN = "napari-fcnseg"
-WINDOW_SIZE = (1500, 950)
+WINDOW_SIZE = (1600, 1000)
 
 
 def _dock(viewer: Any, name: str, tabify: bool = False) -> tuple[Any, Any]:
@@ -63,6 +63,7 @@ def run_demo(screenshot: str | None = None, modality: str = "CT") -> int:
     _, segment = _dock(viewer, "Segment")
     review_dock, _ = _dock(viewer, "Review and Fine-tune")
     _dock(viewer, "Models", tabify=True)
+    _dock(viewer, "Volumes", tabify=True)
     _dock(viewer, "CT window", tabify=True)
     viewer.layers.selection.active = layer
 

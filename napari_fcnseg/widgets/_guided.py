@@ -18,11 +18,11 @@ from napari_fcnseg.core.review import protected_slices, slice_count
 
 from ._common import is_alive, notify_info
 
-#: Shortcut -> (what it does, method name on the review widget).
-SHORTCUTS: dict[str, tuple[str, str]] = {
-    "Shift-R": ("mark the current slice reviewed", "mark_reviewed"),
-    "Shift-N": ("go to the next slice to review", "go_to_next_to_review"),
-    "Shift-B": ("go back to the previous slice visited this way", "go_back"),
+#: Shortcut -> (short label, what it does, method name on the review widget).
+SHORTCUTS: dict[str, tuple[str, str, str]] = {
+    "Shift-R": ("reviewed", "mark the current slice reviewed", "mark_reviewed"),
+    "Shift-N": ("next", "go to the next slice to review", "go_to_next_to_review"),
+    "Shift-B": ("back", "go back to the previous slice visited this way", "go_back"),
 }
 
 
@@ -38,8 +38,14 @@ def next_to_review(widget: Any) -> int | None:
 
 
 def shortcuts_html() -> str:
-    """The shortcuts, for the widget's help line."""
-    return "<br>".join(f"<b>{key}</b>: {what}" for key, (what, _) in SHORTCUTS.items())
+    """The shortcuts in one line, for the widget (details in :func:`shortcuts_tooltip`)."""
+    return "Keys: " + " · ".join(f"<b>{key}</b> {short}"
+                                 for key, (short, _, _) in SHORTCUTS.items())
+
+
+def shortcuts_tooltip() -> str:
+    """Every shortcut and what it does."""
+    return "\n".join(f"{key}: {what}" for key, (_, what, _) in SHORTCUTS.items())
 
 
 def bind_review_keys(viewer: Any, widget: Any) -> None:
@@ -54,7 +60,7 @@ def bind_review_keys(viewer: Any, widget: Any) -> None:
             getattr(target, method)()
         return callback
 
-    for key, (_, method) in SHORTCUTS.items():
+    for key, (_, _, method) in SHORTCUTS.items():
         viewer.bind_key(key, make(method), overwrite=True)
 
 

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -33,7 +34,13 @@ from napari_fcnseg.core.review import (
 )
 
 from ._common import current_slice, find_labels_layer, is_alive, layer_named, notify_error
-from ._guided import bind_review_keys, next_to_review, report_all_owned, shortcuts_html
+from ._guided import (
+    bind_review_keys,
+    next_to_review,
+    report_all_owned,
+    shortcuts_html,
+    shortcuts_tooltip,
+)
 from ._segment_output import PROBABILITY_KEY
 from .session import real_viewer
 
@@ -83,7 +90,7 @@ class SliceReviewWidget(QWidget):
         self.image_combo, self.labels_combo = QComboBox(), QComboBox()
         self.slice_list = QListWidget()
         self.slice_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.slice_list.setMaximumHeight(160)
+        self.slice_list.setMaximumHeight(120)
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
         self.goto_button = QPushButton("Go to slice")
@@ -98,6 +105,8 @@ class SliceReviewWidget(QWidget):
         self.next_button.setToolTip("Go to the slice the model was least sure about among those "
                                     "nobody edited or reviewed yet.")
         self.shortcuts_label = QLabel(shortcuts_html())
+        self.shortcuts_label.setToolTip(shortcuts_tooltip())
+        self.shortcuts_label.setWordWrap(True)
         self._visited: list[int] = []
 
         layers = QFormLayout()
@@ -106,7 +115,17 @@ class SliceReviewWidget(QWidget):
         slice_buttons = QHBoxLayout()
         for button in (self.goto_button, self.unmark_button, self.refresh_button):
             slice_buttons.addWidget(button)
-        self._layout = QVBoxLayout(self)  # widgets built on this one add theirs below
+        # everything scrolls, so no button is pushed off a 1000-pixel-high screen
+        content = QWidget()
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        self._scroll, self._content = scroll, content
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._layout = QVBoxLayout(content)  # widgets built on this one add theirs below
         self._layout.addLayout(layers)
         self._layout.addWidget(QLabel("Slices to learn from:"))
         self._layout.addWidget(self.slice_list)
@@ -133,6 +152,13 @@ class SliceReviewWidget(QWidget):
         for layer in self.viewer.layers:
             layer.events.name.connect(self._on_layers_changed)
         self._on_layers_changed()
+
+    def fit_width(self) -> None:
+        """Make the dock as wide as the content needs (call once all rows are added)."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        margins = self._layout.contentsMargins()
+        self._scroll.setMinimumWidth(self._content.sizeHint().width() + bar + margins.left()
+                                     + margins.right() + 16)
 
     # ------------------------------------------------------------------ choice of layers
     @property

@@ -115,6 +115,7 @@ class FinetuneWidget(SliceReviewWidget):
         models_changed.connect(self._on_models_changed)
         self._propose_name()
         self.refresh_models()
+        self.fit_width()
 
     # ------------------------------------------------------------------------ models
     def _propose_name(self) -> None:

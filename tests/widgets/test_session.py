@@ -251,3 +251,4 @@ def test_guided_review_goes_to_the_most_uncertain_free_slice(qtbot, make_napari_
     keys["Shift+B"](viewer)
     assert review.current_slice() == ranked[0]
     assert "Shift-N" in review.shortcuts_label.text()
+    assert "next slice" in review.shortcuts_label.toolTip()
