@@ -29,7 +29,7 @@ from .session import models_changed
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = ("Name", "Parent", "Created", "Slices", "Dice before → after")
+COLUMNS = ("Name", "Parent", "Slices", "Held-out Dice")
 MODEL_FILTER = "napari-fcnseg model (*.pt);;All files (*)"
 NAME_ROLE = Qt.ItemDataRole.UserRole
 
@@ -70,9 +70,15 @@ def describe(meta: dict) -> str:
         lines.append(f"Fine-tuned from: {meta['parent']}")
     if _slices(meta):
         lines.append(f"Trained on {_slices(meta)} slice(s), {meta.get('steps', '?')} steps")
-    for key, label in (("dice_before", "Dice before"), ("dice_after", "Dice after")):
+    for key, label in (("dice_before", "Starting model on the annotated slices"),
+                       ("dice_after", "Fine-tuned, on annotated slices it did not train on"),
+                       ("dice_train", "Fine-tuned, on its own training slices")):
         if _dice(meta.get(key)):
             lines.append(f"{label}: {_dice(meta.get(key))}")
+    if meta.get("dice_after_measured_on"):
+        lines.append(f"Held-out Dice: {meta['dice_after_measured_on']}")
+    if meta.get("improved") is False:
+        lines.append("Not better than its parent on held-out slices: kept, but not selected.")
     imported = meta.get("imported")
     if isinstance(imported, dict):
         lines.append(f"Imported from {imported.get('file', '?')} "
@@ -152,8 +158,10 @@ class ModelsWidget(QWidget):
                 name += " (weights missing)"
             before = _dice(meta.get("dice_before")).split(" (")[0]
             after = _dice(meta.get("dice_after")).split(" (")[0]
-            cells = (name, meta.get("parent") or "", _when(meta.get("created")), _slices(meta),
-                     f"{before or '?'} → {after}" if after else "")
+            dice = f"{before or '?'} → {after}" if after else ""
+            if dice and meta.get("improved") is False:
+                dice += " (not better)"
+            cells = (name, meta.get("parent") or "", _slices(meta), dice)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(str(text))
                 item.setData(NAME_ROLE, info.name)

@@ -23,19 +23,28 @@ def test_lists_bundled_and_user_models_with_metadata(widget, make_model):
     assert widget.names() == [BUNDLED, "tiny"]
     texts = _row_texts(widget, "tiny")
     assert texts[0] == "tiny" and texts[1] == "bundled"
-    assert texts[2].startswith("20")  # a creation date
+    assert "Created: 20" in describe(
+        ModelStore().load("tiny").metadata)  # the creation date is in the details
     store = ModelStore()
     store.save(store.load("tiny").net, "tuned", {
         "classes": ["background", "organ", "lesion"], "parent": "tiny",
         "num_annotated_slices": 4, "steps": 30,
-        "dice_before": {"organ": 0.5, "lesion": 0.25}, "dice_after": {"organ": 0.9, "lesion": 0.7}})
+        "dice_before": {"organ": 0.5, "lesion": 0.25}, "dice_after": {"organ": 0.9, "lesion": 0.7},
+        "dice_after_measured_on": "held-out: 4 slices (3-fold)", "improved": True})
+    store.save(store.load("tiny").net, "worse", {
+        "classes": ["background", "organ", "lesion"], "parent": "tiny",
+        "num_annotated_slices": 2, "dice_before": {"organ": 0.9}, "dice_after": {"organ": 0.5},
+        "improved": False})
     session.models_changed.emit()
     texts = _row_texts(widget, "tuned")
     assert texts[1] == "tiny"
-    assert texts[3:] == ["4", "0.38 → 0.80"]
+    assert texts[2:] == ["4", "0.38 → 0.80"]
+    assert _row_texts(widget, "worse")[3] == "0.90 → 0.50 (not better)"
     widget.select("tuned")
-    assert "Dice after: 0.80 (organ 0.90, lesion 0.70)" in widget.details.text()
-    assert "Trained on 4 slice(s), 30 steps" in describe(store.list()[-1].metadata)
+    assert ("Fine-tuned, on annotated slices it did not train on: 0.80 (organ 0.90, lesion "
+            "0.70)") in widget.details.text()
+    assert "3-fold" in widget.details.text()
+    assert "Trained on 4 slice(s), 30 steps" in describe(store.load("tuned").metadata)
 
 
 def test_rename_delete_and_refuse_bundled(widget, notifications):
