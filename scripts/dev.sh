@@ -44,6 +44,7 @@ case "$action" in
   test)
     .venv/bin/ruff check napari_fcnseg tests benchmarks scripts
     .venv/bin/npe2 validate napari-fcnseg --imports
+    .venv/bin/lint-imports --no-cache  # the floors: imports only point down (pyproject.toml)
     export NAPARI_FCNSEG_MODEL_DIR="${NAPARI_FCNSEG_MODEL_DIR:-$(mktemp -d)}"
     .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
     ;;
