@@ -42,11 +42,16 @@ class Normalizer:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Map ``x`` (any real dtype) to float32 in [0, 1]."""
-        out = np.asarray(x, dtype=np.float32)
+        span = self.high - self.low
+        span = span if np.isfinite(span) and span > 0 else 1.0
+        # float32 cannot tell values apart far from zero (uint64 near 2**64, 1e20): float64 then
+        precise = max(abs(self.low), abs(self.high)) > 1e6 * span
+        dtype = np.float64 if precise else np.float32
+        out = np.asarray(x, dtype=dtype)
         if not np.isfinite(out).all():
             out = np.nan_to_num(out, nan=self.fill, posinf=self.fill, neginf=self.fill)
-        out = (out - np.float32(self.low)) * np.float32(1.0 / (self.high - self.low))
-        return np.clip(out, 0.0, 1.0, out=out)
+        out = (out - dtype(self.low)) * dtype(1.0 / span)
+        return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def _sample(image: np.ndarray) -> np.ndarray:
@@ -125,7 +130,7 @@ def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):
         lo, hi = float(s.min()), float(s.max())
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):  # a constant image: everything maps to 0
-        hi = lo + 1.0
+        hi = lo + max(1.0, abs(lo) * 1e-6)  # a step float64 can resolve, even near 1e20
     return Normalizer(float(lo), float(hi), "other", fill)
 
 

@@ -73,3 +73,17 @@ def test_bad_images_are_refused_in_plain_words():
         normalize(np.zeros((4, 4), complex))
     with pytest.raises(ValueError, match="modality"):
         fit_normalizer(np.zeros((4, 4)), "PET")
+
+
+@pytest.mark.parametrize("image", [
+    np.full((3, 8, 8), 1e20, np.float32),
+    np.full((3, 8, 8), 2**64 - 1, np.uint64),
+    (np.arange(3 * 8 * 8, dtype=np.uint64).reshape(3, 8, 8) + np.uint64(2**64 - 1000)),
+    np.full((3, 8, 8), -3e38, np.float32),
+])
+def test_any_finite_range_normalises_without_dividing_by_zero(image):
+    out = fit_normalizer(image)(image)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+    if np.unique(image.astype(np.float64)).size > 1:  # as far as float64 tells them apart
+        assert out.max() > out.min()
