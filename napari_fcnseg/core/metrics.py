@@ -44,14 +44,27 @@ def voxel_counts(pred: np.ndarray, ref: np.ndarray, num_classes: int | None = No
     p, r = pred.astype(np.int64, copy=False).ravel(), ref.astype(np.int64, copy=False).ravel()
     if p.size and (p.min() < 0 or r.min() < 0):
         raise ValueError("label maps must not contain negative values")
-    top = int(max(p.max(initial=0), r.max(initial=0))) + 1
-    n = max(top, num_classes or 0)
-    joint = np.bincount(p * n + r, minlength=n * n).reshape(n, n)
-    classes = range(1, num_classes) if num_classes else range(1, top)
+    top = int(max(p.max(initial=0), r.max(initial=0)))
+    if top < 1024:  # the usual case: one joint histogram straight over the values
+        values = np.arange(top + 1)
+        k = top + 1
+        joint = np.bincount(p * k + r, minlength=k * k).reshape(k, k)
+    else:  # over the values present only: a label of 40000 must not allocate 40000**2 counters
+        values, codes = np.unique(np.concatenate([p, r]), return_inverse=True)
+        k = len(values)
+        joint = np.bincount(codes[:p.size] * k + codes[p.size:], minlength=k * k).reshape(k, k)
+    classes = range(1, num_classes) if num_classes else [int(v) for v in values if v > 0]
+    if num_classes is None and top < 1024:
+        classes = range(1, top + 1)
+    index = {int(v): i for i, v in enumerate(values)}
     out = {}
     for c in classes:
-        inter = int(joint[c, c])
-        np_, nr = int(joint[c].sum()), int(joint[:, c].sum())
+        i = index.get(int(c))
+        if i is None:
+            out[c] = (0, 0, 0, 0)
+            continue
+        inter = int(joint[i, i])
+        np_, nr = int(joint[i].sum()), int(joint[:, i].sum())
         out[c] = (inter, np_ + nr, np_, nr)
     return out
 
