@@ -15,6 +15,7 @@ from pathlib import Path
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+FINETUNE_STEPS = 80  # FinetuneSettings.steps; not imported, to keep --help free of torch
 
 
 class CliError(Exception):
@@ -367,8 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "they are left out of training; 0 is then an explicit background stroke")
     p.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out Dice estimate (about four times faster)")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=FINETUNE_STEPS)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 2e-3 when the labels add classes the model "
+                   "does not know, else 5e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_finetune)

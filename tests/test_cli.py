@@ -240,3 +240,10 @@ def test_finetune_refuses_zero_steps_and_bad_class_lists(store, case, capsys):
     assert code != 0 and "--steps must be at least 1" in err and "z" not in ModelStore().names()
     code, _, err = run(capsys, *base, "--name", "z", "--classes", "background")
     assert code != 0 and "--classes" in err
+
+
+def test_cli_default_steps_follow_the_core_default():
+    from napari_fcnseg import cli
+    from napari_fcnseg.core.finetune import FinetuneSettings
+
+    assert cli.FINETUNE_STEPS == FinetuneSettings().steps

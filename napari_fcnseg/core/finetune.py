@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -40,6 +40,10 @@ from .progress import Progress, run_to_completion
 from .slices import stack_slices
 from .training import train_iter
 
+#: Learning rates chosen when :attr:`FinetuneSettings.lr` is None (measured in BENCHMARKS.md).
+NEW_CLASS_LR = 2e-3
+CORRECTION_LR = 5e-4
+
 
 @dataclass
 class FinetuneSettings:
@@ -49,8 +53,12 @@ class FinetuneSettings:
     ----------
     steps : int
         Optimiser steps (of the final model, and of each held-out fold).
-    lr : float
+    lr : float or None
         Peak learning rate of the decoder and head (Adam, cosine decay after a warm-up).
+        None (default) chooses by the task: :data:`NEW_CLASS_LR` when the annotations hold a
+        class the starting model does not know (it must learn new features), else
+        :data:`CORRECTION_LR` (it is being corrected on its own classes, and should not stray
+        far from what it knows: see BENCHMARKS.md).
     encoder_lr_factor : float
         The encoder's learning rate relative to ``lr``; 0 freezes the encoder.
     batch_size : int
@@ -58,6 +66,8 @@ class FinetuneSettings:
     crop : int
         Slices larger than this are trained on ``crop`` x ``crop`` windows, centred on each
         annotated class in turn.
+    random_crop_fraction : float
+        Fraction of the crops placed uniformly at random instead of on a class.
     anchor_weight : float
         Strength of the pull towards the starting weights (L2-SP); 0 disables it.
     fit_head_first : bool
@@ -77,11 +87,12 @@ class FinetuneSettings:
         Seed for sampling and augmentation.
     """
 
-    steps: int = 100
-    lr: float = 1e-3
+    steps: int = 80
+    lr: float | None = None
     encoder_lr_factor: float = 0.1
     batch_size: int = 4
     crop: int = 192
+    random_crop_fraction: float = 0.25
     anchor_weight: float = 1e-3
     fit_head_first: bool = True
     augment: str = "anatomical"
@@ -364,6 +375,10 @@ def finetune_iter(
     everything = list(range(len(chosen)))
     before = pooled_dice([counts(start, everything, kept)], names)
     new_classes = _adapt_head(start, names, kept)
+    if settings.lr is None or settings.lr <= 0:
+        drawn = set(np.unique(ys[valid].numpy()).tolist())
+        settings = replace(settings, lr=NEW_CLASS_LR if drawn & set(new_classes)
+                           else CORRECTION_LR)
 
     def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
         if settings.fit_head_first:

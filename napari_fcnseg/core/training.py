@@ -109,7 +109,8 @@ def train_iter(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, valid: torc
     params = [p for p in model.parameters() if p.requires_grad]
     rng = np.random.default_rng(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    sampler = BalancedCropSampler(xs, ys, valid, settings.crop, rng)
+    sampler = BalancedCropSampler(xs, ys, valid, settings.crop, rng,
+                                  random_fraction=settings.random_crop_fraction)
     multiple = getattr(model, "multiple", 32)
     last_good = copy.deepcopy(model.state_dict())
     first_losses: list[float] = []

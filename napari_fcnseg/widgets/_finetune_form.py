@@ -59,10 +59,13 @@ class FinetuneForm(QWidget):
         self.steps_spin.setToolTip(
             "How many training passes over the annotated slices. More steps fit them more "
             "closely, take longer, and past a point only memorise them.")
-        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4,
-                                      value=defaults.lr)
-        self.lr_spin.setToolTip("How big each training step is. Leave it unless training is "
-                                "unstable (lower it) or learns nothing (raise it a little).")
+        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=0.0, maximum=0.1, singleStep=1e-4,
+                                      value=defaults.lr or 0.0)
+        self.lr_spin.setSpecialValueText("auto")  # 0 = chosen by the task (core.finetune)
+        self.lr_spin.setToolTip(
+            "How big each training step is. 'auto': larger when your labels add classes the "
+            "model does not know, smaller when you correct its own classes. Set a value only "
+            "if training is unstable (lower it) or learns nothing (raise it a little).")
         self.learn_from_combo = QComboBox()
         self.learn_from_combo.addItems([WHOLE_SLICES, STROKES_ONLY])
         self.learn_from_combo.setToolTip(
@@ -105,7 +108,7 @@ class FinetuneForm(QWidget):
         from napari_fcnseg.core.finetune import FinetuneSettings
 
         folds = FinetuneSettings.holdout_folds if self.heldout_check.isChecked() else 0
-        return FinetuneSettings(steps=self.steps_spin.value(), lr=self.lr_spin.value(),
+        return FinetuneSettings(steps=self.steps_spin.value(), lr=self.lr_spin.value() or None,
                                 holdout_folds=folds)
 
     def show_estimate(self, n_slices: int) -> None:
