@@ -71,6 +71,8 @@ def _read(path: str | Path):
 def _load_model(name: str | None):
     from .core.store import ModelStore
 
+    if name is not None and not name.strip():
+        raise CliError("--model is empty; give a model name (napari-fcnseg models list) or a file")
     store = ModelStore()
     return store.load(name or store.default())
 
@@ -409,8 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # one plain line unless --debug
         if args.debug:
             raise
-        if isinstance(err, CliError | ValueError | OSError | KeyError):
-            message = str(err).strip("'\"") or type(err).__name__
+        if isinstance(err, KeyError):  # str(KeyError) adds quotes around the message
+            message = str(err.args[0]) if err.args else type(err).__name__
+        elif isinstance(err, CliError | ValueError | OSError):
+            message = str(err) or type(err).__name__
         else:
             message = f"unexpected {type(err).__name__}: {err} (run with --debug for details)"
         print(f"napari-fcnseg: error: {message}", file=sys.stderr)

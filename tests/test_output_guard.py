@@ -138,3 +138,8 @@ def test_concurrent_imports_never_replace_each_other(store, tmp_path):
     assert all(n in stored for n in names)
     for n in names:
         assert ModelStore().load(n).net is not None
+
+
+def test_empty_model_name_is_refused_not_replaced_by_the_default(store, scan, tmp_path, capsys):
+    code, _, err = _run(capsys, "predict", scan, tmp_path / "o.tif", "--model", "")
+    assert code != 0 and "--model is empty" in err and not (tmp_path / "o.tif").exists()
