@@ -15,7 +15,7 @@ from pathlib import Path
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-FINETUNE_STEPS = 80  # FinetuneSettings.steps; not imported, to keep --help free of torch
+FINETUNE_STEPS = 100  # FinetuneSettings.steps; not imported, to keep --help free of torch
 
 
 class CliError(Exception):
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=FINETUNE_STEPS)
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default: 2e-3 when the labels add classes the model "
-                   "does not know, else 5e-4)")
+                   "does not know, else 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_finetune)

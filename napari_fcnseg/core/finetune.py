@@ -42,7 +42,7 @@ from .training import train_iter
 
 #: Learning rates chosen when :attr:`FinetuneSettings.lr` is None (measured in BENCHMARKS.md).
 NEW_CLASS_LR = 2e-3
-CORRECTION_LR = 5e-4
+CORRECTION_LR = 1e-3
 
 
 @dataclass
@@ -87,7 +87,7 @@ class FinetuneSettings:
         Seed for sampling and augmentation.
     """
 
-    steps: int = 80
+    steps: int = 100
     lr: float | None = None
     encoder_lr_factor: float = 0.1
     batch_size: int = 4
