@@ -279,20 +279,37 @@ def cmd_evaluate(args) -> int:
             raise CliError(f"{vol.path.name}: a label map must hold integers, "
                            f"not {vol.data.dtype}")
     voxel_ml = float(np.prod(ref.spacing)) / 1000.0
+    names = _class_names_of(args.prediction) or _class_names_of(args.reference) or []
     rows = []
     for c, (inter, total, n_pred, n_ref) in voxel_counts(pred.data, ref.data).items():
-        rows.append({"class": c, "dice": round(2 * inter / total, 4) if total else 1.0,
+        name = names[c] if c < len(names) else str(c)
+        rows.append({"class": c, "name": name,
+                     "dice": round(2 * inter / total, 4) if total else 1.0,
                      "voxels_pred": n_pred, "voxels_ref": n_ref,
                      "ml_pred": round(n_pred * voxel_ml, 3), "ml_ref": round(n_ref * voxel_ml, 3)})
     if args.json:
         print(json.dumps({"spacing_mm": list(ref.spacing), "classes": rows}, indent=2))
         return 0
-    print(f"{'class':>5} {'Dice':>7} {'voxels pred':>12} {'voxels ref':>11} "
+    width = max([5, *(len(r["name"]) for r in rows)])
+    print(f"{'class':>{width}} {'Dice':>7} {'voxels pred':>12} {'voxels ref':>11} "
           f"{'mL pred':>9} {'mL ref':>9}")
     for r in rows:
-        print(f"{r['class']:>5} {r['dice']:>7.4f} {r['voxels_pred']:>12} {r['voxels_ref']:>11} "
-              f"{r['ml_pred']:>9.2f} {r['ml_ref']:>9.2f}")
+        print(f"{r['name']:>{width}} {r['dice']:>7.4f} {r['voxels_pred']:>12} "
+              f"{r['voxels_ref']:>11} {r['ml_pred']:>9.2f} {r['ml_ref']:>9.2f}")
     return 0
+
+
+def _class_names_of(path: str) -> list[str] | None:
+    """Class names from the sidecar saved beside a label file, if any (see io.sidecar)."""
+    from .io import ImageReadError
+    from .io.sidecar import read_sidecar
+
+    try:
+        sidecar = read_sidecar(path)
+    except ImageReadError as exc:
+        print(f"warning: {exc}; class numbers are shown instead of names", file=sys.stderr)
+        return None
+    return list(sidecar["classes"]) if sidecar and sidecar.get("classes") else None
 
 
 def cmd_models(args) -> int:

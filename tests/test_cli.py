@@ -247,3 +247,14 @@ def test_cli_default_steps_follow_the_core_default():
     from napari_fcnseg.core.finetune import FinetuneSettings
 
     assert cli.FINETUNE_STEPS == FinetuneSettings().steps
+
+
+def test_evaluate_names_classes_from_the_sidecar(store, case, tmp_path, capsys):
+    from napari_fcnseg.io.sidecar import write_sidecar
+
+    _, lab, _ = case
+    write_sidecar(lab, ["background", "liver", "tumour"], None, None)
+    code, table, _ = run(capsys, "evaluate", str(lab), str(lab))
+    assert code == 0 and "liver" in table and "tumour" in table
+    code, stdout, _ = run(capsys, "evaluate", str(lab), str(lab), "--json")
+    assert [r["name"] for r in json.loads(stdout)["classes"]][:2] == ["liver", "tumour"]

@@ -44,6 +44,11 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+def step_text(value: float) -> str:
+    """A step number as a whole number (120, not 1.2e+02)."""
+    return str(int(round(value)))
+
+
 class LossPlot(QWidget):
     """Live line plot of loss (left axis) and Dice (right axis, 0 to 1) against step.
 
@@ -187,8 +192,8 @@ class LossPlot(QWidget):
         painter.setPen(QPen(fg, 1))
         painter.drawRect(plot)
         bottom = QRectF(plot.left(), plot.bottom() + 2, plot.width(), th)
-        painter.drawText(bottom, Qt.AlignmentFlag.AlignLeft, _fmt(x0))
-        painter.drawText(bottom, Qt.AlignmentFlag.AlignRight, _fmt(x1))
+        painter.drawText(bottom, Qt.AlignmentFlag.AlignLeft, step_text(x0))
+        painter.drawText(bottom, Qt.AlignmentFlag.AlignRight, step_text(x1))
         painter.drawText(bottom, Qt.AlignmentFlag.AlignHCenter, "step")
         painter.setPen(LOSS_COLOR)
         painter.drawText(QRectF(2, plot.bottom() + 2, left, th), Qt.AlignmentFlag.AlignLeft,

@@ -67,3 +67,9 @@ def test_non_finite_loss_is_kept_but_not_drawn(qtbot):
     assert math.isnan(plot.losses[0])
     assert not plot.grab().isNull()
     assert "loss inf" in plot.latest_text()
+
+
+def test_step_ticks_are_whole_numbers():
+    from napari_fcnseg.widgets.loss_plot import step_text
+
+    assert step_text(120) == "120" and step_text(1000.0) == "1000" and step_text(0) == "0"
