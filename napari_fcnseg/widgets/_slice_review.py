@@ -65,7 +65,8 @@ class SliceReviewWidget(QWidget):
 
     The Labels layer reviewed is the one the user chose, as long as it exists; otherwise the
     chosen image's own labels layer (see :func:`~._common.find_labels_layer`), else one with
-    the image's shape. Choosing an image hands the choice of labels back to the widget.
+    the image's shape — one the plugin wrote before any other (a ground truth opened beside
+    the scan). Choosing an image hands the choice of labels back to the widget.
 
     Parameters
     ----------
@@ -227,15 +228,23 @@ class SliceReviewWidget(QWidget):
         layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)][::-1]
         if not any(layer is self._chosen_labels for layer in layers):
             self._chosen_labels = None  # removed: choose automatically again
+        # a layer the plugin wrote wins over one it did not (a ground truth opened beside the
+        # scan), also when that one was reviewed so far
+        ours = [layer for layer in layers if METADATA_KEY in layer.metadata]
+        others = [layer for layer in layers if METADATA_KEY not in layer.metadata]
         previous = self._watched if any(layer is self._watched for layer in layers) else None
         candidates = [self._chosen_labels]
         image = self.image_layer
         if image is not None:
             shape = tuple(image.data.shape)
-            same_shape = [layer for layer in layers if tuple(layer.data.shape) == shape]
-            same_shape.sort(key=lambda layer: layer is not previous)  # no jumping between them
-            candidates += [find_labels_layer(self.viewer, image), *same_shape]
-        candidates += [previous, *layers]
+
+            def fitting(group: list) -> list:
+                same = [layer for layer in group if tuple(layer.data.shape) == shape]
+                return sorted(same, key=lambda layer: layer is not previous)  # no jumping
+
+            candidates += [find_labels_layer(self.viewer, image), *fitting(ours),
+                           *fitting(others)]
+        candidates += [previous, *ours, *others]
         return next((layer for layer in candidates if layer is not None), None)
 
     def _choose_labels(self, follow_image: bool = True, defer_refresh: bool = False) -> None:

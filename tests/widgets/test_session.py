@@ -252,3 +252,19 @@ def test_guided_review_goes_to_the_most_uncertain_free_slice(qtbot, make_napari_
     assert review.current_slice() == ranked[0]
     assert "Shift-N" in review.shortcuts_label.text()
     assert "next slice" in review.shortcuts_label.toolTip()
+
+
+def test_review_prefers_the_plugins_labels_over_a_ground_truth(qtbot, make_napari_viewer,
+                                                                tiny_model):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "mr_abdomen")  # image + "... ground truth" labels
+    review = _dock(viewer, "Review and Fine-tune")
+    seg = _dock(viewer, "Segment")
+    _result(qtbot, seg.segment("volume"))
+    ours = viewer.layers[f"{IMAGE} labels"]
+    qtbot.waitUntil(lambda: review.labels_layer is ours, timeout=5000)
+    ours.name = "my segmentation"  # renamed: still the plugin's, still preferred
+    review.image_layer = IMAGE
+    qtbot.waitUntil(lambda: review.labels_layer is ours, timeout=5000)
+    review.labels_layer = viewer.layers[f"{IMAGE} ground truth"]  # the person may pick it
+    assert review.labels_layer is viewer.layers[f"{IMAGE} ground truth"]
