@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,44 +21,23 @@ class CliError(Exception):
     """A user-facing error: printed as one line, no traceback."""
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr (a line every 10 % when stderr is not a terminal)."""
+def _drive(work, label: str, position: int = 0):
+    """Run a progress generator to completion under a tqdm bar on stderr (loss in the postfix)."""
+    from tqdm import tqdm
 
-    def __init__(self, label: str, stream=None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = time.perf_counter()
-        self._last_tenth = -1
-
-    def update(self, record) -> None:
-        """Show a :class:`~napari_fcnseg.core.progress.Progress` record."""
-        frac = record.fraction
-        extra = f" loss {record.loss:.4f}" if record.loss is not None else ""
-        elapsed = time.perf_counter() - self.start
-        line = f"{self.label} [{'#' * int(frac * 30):<30}] {frac:4.0%} {elapsed:5.1f}s{extra}"
-        if self.tty:
-            self.stream.write("\r" + line)
-        elif int(frac * 10) > self._last_tenth:
-            self._last_tenth = int(frac * 10)
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the bar's line."""
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _drive(work, label: str):
     from .core.progress import run_to_completion
 
-    bar = ProgressBar(label)
-    try:
-        return run_to_completion(work, bar.update)
-    finally:
-        bar.close()
+    with tqdm(desc=label, total=None, unit="step", leave=position == 0, position=position,
+              file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as bar:
+        def update(record) -> None:
+            if bar.total != record.total:
+                bar.total = record.total
+            bar.n = record.step
+            if record.loss is not None:
+                bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
+            bar.refresh()
+
+        return run_to_completion(work, update)
 
 
 def _read(path: str | Path):
@@ -102,7 +80,7 @@ def _output_path(case: Path, out_dir: Path) -> Path:
     return out_dir / f"{name}_labels.nii.gz" if case.is_dir() else out_dir / f"{name}_labels.tif"
 
 
-def _predict_one(model, src: Path, dst: Path, args) -> None:
+def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     from .core.predict import predict_iter
     from .io import write_labels
 
@@ -114,7 +92,7 @@ def _predict_one(model, src: Path, dst: Path, args) -> None:
     work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
                         batch_size=args.batch_size,
                         probabilities="uint8" if args.probabilities else None)
-    result = _drive(work, f"segmenting {src.name}")
+    result = _drive(work, f"segmenting {src.name}", position)
     if args.probabilities:
         _write_probabilities(Path(args.probabilities), result.probabilities)
     write_labels(dst, result.labels, like=volume)
@@ -176,17 +154,21 @@ def cmd_predict(args) -> int:
         return 0
     if args.probabilities:
         raise CliError("--probabilities works with a single input image, not a folder")
+    from tqdm import tqdm
+
     dst.mkdir(parents=True, exist_ok=True)
     failed = []
-    for i, case in enumerate(cases, 1):
+    outer = tqdm(cases, desc="cases", unit="case", file=sys.stderr, dynamic_ncols=True)
+    for i, case in enumerate(outer, 1):
         out = _output_path(case, dst)
         try:
             _check_outputs(case, out, None, inputs=cases)
-            _predict_one(model, case, out, args)
-            print(f"[{i}/{len(cases)}] wrote {out}")
+            _predict_one(model, case, out, args, position=1)
+            outer.write(f"[{i}/{len(cases)}] wrote {out}", file=sys.stdout)
         except (ValueError, OSError, CliError) as err:
             failed.append(case.name)
-            print(f"[{i}/{len(cases)}] skipped {case.name}: {err}", file=sys.stderr)
+            outer.write(f"[{i}/{len(cases)}] skipped {case.name}: {err}", file=sys.stderr)
+    outer.close()
     print(f"segmented {len(cases) - len(failed)} of {len(cases)} cases")
     return 1 if failed else 0
 

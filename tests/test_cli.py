@@ -258,3 +258,18 @@ def test_evaluate_names_classes_from_the_sidecar(store, case, tmp_path, capsys):
     assert code == 0 and "liver" in table and "tumour" in table
     code, stdout, _ = run(capsys, "evaluate", str(lab), str(lab), "--json")
     assert [r["name"] for r in json.loads(stdout)["classes"]][:2] == ["liver", "tumour"]
+
+
+def test_progress_is_drawn_by_tqdm_with_cases_and_loss(store, case, tmp_path, capsys):
+    img, lab, _ = case
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("a.tif", "b.tif"):
+        (cases / name).write_bytes(img.read_bytes())
+    code, stdout, err = run(capsys, "predict", str(cases), str(tmp_path / "out"), "--model",
+                            "tiny")
+    assert code == 0 and "cases" in err and "2/2" in err and "segmenting a.tif" in err
+    assert "wrote" in stdout
+    code, _, err = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
+                       "--base", "tiny", "--name", "bar", "--steps", "2", "--no-heldout")
+    assert code == 0 and "fine-tuning" in err and "loss=" in err

@@ -238,3 +238,11 @@ def test_io_package_imports_no_torch_qt_or_napari():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "zstd", "packbits"])
+def test_compressed_tiffs_open(tmp_path, compression):
+    data = np.random.default_rng(0).integers(-1000, 1000, (5, 32, 32)).astype(np.int16)
+    path = tmp_path / f"c_{compression}.tif"
+    tifffile.imwrite(path, data, compression=compression, photometric="minisblack")
+    np.testing.assert_array_equal(read_volume(path).data, data)
