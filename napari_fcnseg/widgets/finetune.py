@@ -175,7 +175,8 @@ class FinetuneWidget(SliceReviewWidget):
         return self._worker is not None
 
     def _fail(self, future: concurrent.futures.Future, message: str) -> concurrent.futures.Future:
-        return fail_future(future, message, FinetuneError, self.status_label)
+        label = self.status_label if is_alive(self) else None
+        return fail_future(future, message, FinetuneError, label)
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""
@@ -282,11 +283,13 @@ class FinetuneWidget(SliceReviewWidget):
             **{k: job[k] for k in keys}, _ignore_errors=True,
             _progress={"total": total_steps(job["settings"], len(job["slices"])),
                        "desc": f"Fine-tuning {job['name']}"})
+        # closures, not bound methods: Qt drops connections to a deleted widget, and the
+        # future must resolve even when the dock (or the viewer) is closed mid-round
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(result, job))
-        worker.errored.connect(self._on_errored)
-        worker.aborted.connect(self.cancel)  # also when cancelled from napari's activity dock
-        worker.finished.connect(self._on_finished)
+        worker.errored.connect(lambda exc: self._on_errored(exc))
+        worker.aborted.connect(self._on_aborted)  # also when cancelled from the activity dock
+        worker.finished.connect(lambda: self._on_finished())
         self._worker, self._future, self._cancelled = worker, future, False
         self._error = self._saved = self._t_first = None
         self.loss_plot.clear()
@@ -364,6 +367,12 @@ class FinetuneWidget(SliceReviewWidget):
             self.status_label.setText(message)
             self.name_edit.clear()
             self._propose_name()  # a fresh name for the next round
+
+    def _on_aborted(self) -> None:
+        if is_alive(self):
+            self.cancel()
+        else:
+            self._cancelled = True
 
     def _on_finished(self) -> None:
         future, self._worker = self._future, None

@@ -440,3 +440,23 @@ def test_time_estimate_before_the_round_and_after(qtbot, make_napari_viewer, tin
     assert widget.form.seconds_per_step is not None
     widget.refresh()
     assert "last round" in widget.form.estimate_label.text()
+
+
+def test_the_future_resolves_when_the_dock_is_closed_mid_round(qtbot, make_napari_viewer,
+                                                                tiny_model, phantom):
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    viewer.add_labels(phantom.labels.copy(), name="ct labels")
+    widget = FinetuneWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="Fine-tune")
+    widget.steps_spin.setValue(40)
+    widget.heldout_check.setChecked(False)
+    future = widget.finetune()
+    qtbot.waitUntil(lambda: bool(widget.loss_plot.steps), timeout=TIMEOUT)  # under way
+    viewer.window.remove_dock_widget(dock)
+    widget.deleteLater()
+    QApplication.processEvents()
+    qtbot.waitUntil(future.done, timeout=TIMEOUT)
+    assert future.result() in ModelStore().names()  # the finished round was still saved
