@@ -118,10 +118,24 @@ def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
     dtype = None if series.dtype is None else np.dtype(series.dtype)
     if dtype is None or dtype.kind not in "biuf":
         raise ImageReadError(f"unsupported pixel type ({series.dtype})", path)
-    if int(page.samplesperpixel) > 1 or int(page.photometric) in _COLOUR:
+    samples = int(page.samplesperpixel)
+    if samples in (3, 4) and dtype.kind in "if" and len(tf.series[0].pages) == 1:
+        # tifffile itself tags a 3- or 4-slice grayscale stack as RGB(A); signed and float
+        # pixels are never colour, so these planes are slices
+        data = np.asarray(series.asarray())
+        sample_axis = axes.index("S")
+        data = np.moveaxis(data, sample_axis, 0).reshape(samples, *data.shape[-2:]) if (
+            data.ndim == 3) else None
+        if data is not None:
+            errors.check()
+            return Volume(data=data, spacing=(1.0, 1.0, 1.0), path=path, format="tiff")
+    if samples > 1 or int(page.photometric) in _COLOUR:
+        hint = (" If its 3-4 planes are slices of a grayscale stack, save it again with "
+                "photometric='minisblack' (tifffile) or as one page per slice."
+                if samples in (3, 4) else "")
         raise ImageReadError(
-            "colour images (RGB/RGBA) are not supported; convert to grayscale first", path
-        )
+            "colour images (RGB/RGBA) are not supported; convert to grayscale first." + hint,
+            path)
     keep = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or a in "YX"]
     kept = "".join(axes[i] for i in keep)
     if "C" in kept or "S" in kept:

@@ -246,3 +246,21 @@ def test_compressed_tiffs_open(tmp_path, compression):
     path = tmp_path / f"c_{compression}.tif"
     tifffile.imwrite(path, data, compression=compression, photometric="minisblack")
     np.testing.assert_array_equal(read_volume(path).data, data)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("n", [3, 4])
+def test_three_or_four_slice_signed_or_float_stacks_are_slices_not_colour(tmp_path, dtype, n):
+    data = (np.random.default_rng(n).normal(0, 300, (n, 16, 24))).astype(dtype)
+    path = tmp_path / "few.tif"
+    tifffile.imwrite(path, data)  # tifffile tags this RGB(A) by itself
+    vol = read_volume(path)
+    assert vol.data.shape == (n, 16, 24)
+    np.testing.assert_array_equal(vol.data, data)
+
+
+def test_ambiguous_uint8_planes_are_refused_with_a_way_out(tmp_path):
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.zeros((16, 24, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ImageReadError, match="minisblack"):
+        read_volume(path)
