@@ -152,7 +152,9 @@ def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
         if any(offset + count > size for offset, count in spans):
             raise ImageReadError("the file is truncated: image data run past its end", path)
     first = min(page.dataoffsets, default=0)
-    check_size(path, shape, dtype.itemsize, size - first if int(page.compression) == 1 else None)
+    # packed pixels (1-bit masks) take less than a byte each: no byte count to check then
+    unpacked = int(page.compression) == 1 and int(page.bitspersample) >= 8
+    check_size(path, shape, dtype.itemsize, size - first if unpacked else None)
     errors.check()
     data = np.asarray(series.asarray()).reshape([shape[i] for i in keep])
     errors.check()

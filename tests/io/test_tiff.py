@@ -264,3 +264,15 @@ def test_ambiguous_uint8_planes_are_refused_with_a_way_out(tmp_path):
     tifffile.imwrite(path, np.zeros((16, 24, 3), np.uint8), photometric="rgb")
     with pytest.raises(ImageReadError, match="minisblack"):
         read_volume(path)
+
+
+def test_one_bit_masks_open_as_labels(tmp_path):
+    mask = np.zeros((4, 16, 24), bool)
+    mask[1, 3:9, 5:12] = True
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, mask, photometric="minisblack")
+    with tifffile.TiffFile(path) as tf:
+        assert tf.pages[0].bitspersample == 1
+    vol = read_volume(path)
+    assert vol.data.dtype == np.uint8
+    np.testing.assert_array_equal(vol.data, mask.astype(np.uint8))
