@@ -1,4 +1,7 @@
-"""napari writer: save a Labels layer as NIfTI (``.nii``, ``.nii.gz``) or TIFF.
+"""napari writer: save a Labels layer as NIfTI (``.nii``, ``.nii.gz``), TIFF or DICOM SEG.
+
+DICOM SEG (``.dcm``) needs labels made on a DICOM series this plugin opened; it references that
+series (see :mod:`napari_fcnseg.io.dicom_seg`).
 
 Class names and the review record go into a sidecar JSON beside the file (see
 :mod:`napari_fcnseg.io.sidecar`), so opening the file again resumes where the person stopped.
@@ -58,18 +61,21 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     napari_fcnseg.io.ImageWriteError
         When the labels or the destination are unusable; the message says why.
     """
-    from napari_fcnseg import io
+    from napari_fcnseg import __version__, io
     from napari_fcnseg.core.review import METADATA_KEY
     from napari_fcnseg.io.sidecar import write_sidecar
 
     labels = np.asarray(data)
-    written = io.write_labels(path, labels, like=_like(path, labels, attributes))
     metadata = attributes.get("metadata") or {}
     features = attributes.get("features")
     classes = None
     if features is not None and "class" in getattr(features, "columns", ()):
         classes = [str(c) for c in features["class"]]
     review = metadata.get(METADATA_KEY)
+    model = str((review or {}).get("model") or "")
+    written = io.write_labels(path, labels, like=_like(path, labels, attributes),
+                              class_names=classes, model_name=model,
+                              software_version=__version__)
     if classes or review:  # what resuming needs, beside the labels (see io.sidecar)
         write_sidecar(written, classes, review, metadata.get(SOURCE_KEY))
     return [str(written)]

@@ -70,7 +70,10 @@ def _check_segmentable(volume) -> None:
                        f"got {volume.data.ndim} dimensions {volume.data.shape}")
 
 
-def _output_path(case: Path, out_dir: Path) -> Path:
+def _output_path(case: Path, out_dir: Path, fmt: str = "auto") -> Path:
+    if fmt == "dicom-seg":
+        stem = case.name[:-4] if case.name.lower().endswith(".dcm") else case.name
+        return out_dir / f"{stem}_seg.dcm"
     name = case.name
     for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm"):
         if name.lower().endswith(suffix):
@@ -95,7 +98,10 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     result = _drive(work, f"segmenting {src.name}", position)
     if args.probabilities:
         _write_probabilities(Path(args.probabilities), result.probabilities)
-    write_labels(dst, result.labels, like=volume)
+    from . import __version__
+
+    write_labels(dst, result.labels, like=volume, class_names=list(model.class_names),
+                 model_name=str(model.metadata.get("name", "")), software_version=__version__)
 
 
 def _write_probabilities(path: Path, probabilities) -> None:
@@ -147,7 +153,9 @@ def cmd_predict(args) -> int:
             raise CliError(f"{src}: the folder holds no TIFF, NIfTI or DICOM images")
     if cases is None:
         if dst.is_dir():
-            dst = _output_path(src, dst)
+            dst = _output_path(src, dst, args.format)
+        elif args.format == "dicom-seg" and dst.suffix.lower() != ".dcm":
+            raise CliError(f"{dst}: --format dicom-seg writes a .dcm file; name it so")
         _check_outputs(src, dst, args.probabilities)
         _predict_one(model, src, dst, args)
         print(f"wrote {dst}")
@@ -160,7 +168,7 @@ def cmd_predict(args) -> int:
     failed = []
     outer = tqdm(cases, desc="cases", unit="case", file=sys.stderr, dynamic_ncols=True)
     for i, case in enumerate(outer, 1):
-        out = _output_path(case, dst)
+        out = _output_path(case, dst, args.format)
         try:
             _check_outputs(case, out, None, inputs=cases)
             _predict_one(model, case, out, args, position=1)
@@ -351,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name in the store, or an exported model file")
     p.add_argument("--probabilities", help="also write class probabilities (uint8 TIFF)")
     p.add_argument("--modality", default="auto", choices=["auto", "CT", "MR", "other"])
+    p.add_argument("--format", default="auto", choices=["auto", "dicom-seg"],
+                   help="dicom-seg: write DICOM SEG objects referencing each DICOM series "
+                   "(also chosen by an output name ending in .dcm)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=None,
                    help="slices per forward pass (default: 1 on the CPU, 8 on a GPU)")

@@ -287,18 +287,24 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     return vol
 
 
-def write_labels(path: str | Path, labels: np.ndarray, like: Volume | None = None) -> Path:
-    """Write a label image as NIfTI (on ``like``'s voxel grid) or ImageJ TIFF.
+def write_labels(path: str | Path, labels: np.ndarray, like: Volume | None = None, *,
+                 class_names: list[str] | None = None, model_name: str = "",
+                 software_version: str = "") -> Path:
+    """Write a label image as NIfTI (on ``like``'s voxel grid), ImageJ TIFF or DICOM SEG.
 
     Parameters
     ----------
     path : str or Path
-        Destination; ``.nii``/``.nii.gz`` writes NIfTI, ``.tif``/``.tiff`` writes TIFF.
+        Destination; ``.nii``/``.nii.gz`` writes NIfTI, ``.tif``/``.tiff`` TIFF, ``.dcm`` a
+        DICOM SEG object (``like`` must then be a DICOM series; see
+        :mod:`napari_fcnseg.io.dicom_seg`).
     labels : numpy.ndarray
         Non-negative integer labels with the shape of ``like.data``.
     like : Volume, optional
         The image the labels belong to. NIfTI output reuses its affine and header (or the
         DICOM geometry) so the labels overlay the source; TIFF output records its spacing.
+    class_names, model_name, software_version : optional
+        Segment names and the algorithm identification of a DICOM SEG.
 
     Returns
     -------
@@ -313,6 +319,10 @@ def write_labels(path: str | Path, labels: np.ndarray, like: Volume | None = Non
     path = Path(path)
     arr = check_labels(labels, like, path)
     suffix = full_suffix(path)
+    if suffix == ".dcm":
+        from napari_fcnseg.io.dicom_seg import write_dicom_seg
+
+        return write_dicom_seg(path, arr, like, class_names, model_name, software_version)
     if suffix in (".nii", ".nii.gz"):
         from napari_fcnseg.io.nifti import write_nifti_labels
 
@@ -322,7 +332,8 @@ def write_labels(path: str | Path, labels: np.ndarray, like: Volume | None = Non
 
         spacing = None if like is None else like.spacing
         return atomic_write(path, lambda tmp: write_tiff(tmp, arr, spacing))
-    raise ImageWriteError("labels can be written as .nii, .nii.gz, .tif or .tiff only", path)
+    raise ImageWriteError("labels can be written as .nii, .nii.gz, .tif, .tiff or .dcm (DICOM "
+                          "SEG) only", path)
 
 
 def write_image(

@@ -30,7 +30,7 @@ def test_manifest_declares_everything():
     assert samples == {"CT-like abdomen (generated)", "MR-like abdomen (generated)"}
     (writer,) = pm.contributions.writers
     assert writer.layer_types == ["labels"]
-    assert set(writer.filename_extensions) == {".nii", ".nii.gz", ".tif", ".tiff"}
+    assert set(writer.filename_extensions) == {".nii", ".nii.gz", ".tif", ".tiff", ".dcm"}
     (reader,) = pm.contributions.readers
     assert reader.accepts_directories
 
