@@ -166,10 +166,14 @@ def cmd_predict(args) -> int:
 
     dst.mkdir(parents=True, exist_ok=True)
     failed = []
+    outputs = {_output_path(c, dst, args.format).resolve(): c for c in cases}
     outer = tqdm(cases, desc="cases", unit="case", file=sys.stderr, dynamic_ncols=True)
     for i, case in enumerate(outer, 1):
         out = _output_path(case, dst, args.format)
         try:
+            source = outputs.get(case.resolve())
+            if source is not None and source != case:  # e.g. predict DIR DIR, run twice
+                raise CliError(f"it is where the labels of {source.name} go, not a scan")
             _check_outputs(case, out, None, inputs=cases)
             _predict_one(model, case, out, args, position=1)
             outer.write(f"[{i}/{len(cases)}] wrote {out}", file=sys.stdout)
@@ -198,7 +202,7 @@ def cmd_finetune(args) -> int:
     """Fine-tune a model on annotated slices and save it in the store."""
     import numpy as np
 
-    from .core.finetune import FinetuneSettings, finetune_iter
+    from .core.finetune import MAX_LABEL, FinetuneSettings, finetune_iter
     from .core.store import ModelStore, sanitize_name
 
     image, labels = _read(args.image), _read(args.labels)
@@ -219,6 +223,9 @@ def cmd_finetune(args) -> int:
     values = labels.data if args.ignore_label is None else labels.data[
         labels.data != args.ignore_label]
     top = int(np.max(values)) if values.size else 0
+    if top > MAX_LABEL:  # before building a head with one output per value up to it
+        raise CliError(f"{Path(args.labels).name}: label value {top}; label values above "
+                       f"{MAX_LABEL} are not supported (number the classes 1, 2, 3, ...)")
     if args.classes:
         classes = [c.strip() for c in args.classes.split(",")]
         if len(classes) < 2 or any(not c for c in classes):

@@ -232,7 +232,14 @@ def _check_inputs(image: np.ndarray, labels: np.ndarray, slices: Sequence[int] |
     return image, labels, chosen
 
 
+#: Largest label value: predictions are stored as uint8 (one class per value, 0..255).
+MAX_LABEL = 255
+
+
 def _class_names(top: int, net: nn.Module, class_names: Sequence[str] | None) -> list[str]:
+    if top > MAX_LABEL:
+        raise ValueError(f"the labels use value {top}; label values above {MAX_LABEL} are not "
+                         "supported (classes are numbered 1, 2, 3, ...)")
     if class_names is None:
         n = max(net.config.num_classes, top + 1)
         return ["background", *[f"class {c}" for c in range(1, n)]]

@@ -16,8 +16,6 @@ from napari_fcnseg.core.review import slice_index
 from ._common import validate_image_layer
 from ._slice_review import FinetuneError
 
-MAX_LABEL = 255  # predictions are stored as uint8
-
 
 def copy_training_labels(image: Any, labels: Any, slices: list[int]
                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +35,8 @@ def copy_training_labels(image: Any, labels: Any, slices: list[int]
         values outside 0..255.
     """
     from napari.layers import Image, Labels
+
+    from napari_fcnseg.core.finetune import MAX_LABEL  # predictions are stored as uint8
 
     if not isinstance(labels, Labels):
         raise FinetuneError("Choose a labels layer (your corrected segmentation) first.")
