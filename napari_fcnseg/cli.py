@@ -162,27 +162,99 @@ def cmd_predict(args) -> int:
         return 0
     if args.probabilities:
         raise CliError("--probabilities works with a single input image, not a folder")
+    return _predict_cohort(model, cases, dst, args)
+
+
+def _predict_cohort(model, cases: list[Path], dst: Path, args) -> int:
+    """Segment every case of a folder, serially or as Dask tasks (see napari_fcnseg.cohort)."""
     from tqdm import tqdm
 
+    from .cohort import CaseOptions, model_payload, segment_case, threads_per_worker
+
     dst.mkdir(parents=True, exist_ok=True)
-    failed = []
     outputs = {_output_path(c, dst, args.format).resolve(): c for c in cases}
-    outer = tqdm(cases, desc="cases", unit="case", file=sys.stderr, dynamic_ncols=True)
-    for i, case in enumerate(outer, 1):
+    failed, jobs = [], []
+    for case in cases:  # refuse unsafe outputs before any work
         out = _output_path(case, dst, args.format)
         try:
             source = outputs.get(case.resolve())
             if source is not None and source != case:  # e.g. predict DIR DIR, run twice
                 raise CliError(f"it is where the labels of {source.name} go, not a scan")
             _check_outputs(case, out, None, inputs=cases)
-            _predict_one(model, case, out, args, position=1)
-            outer.write(f"[{i}/{len(cases)}] wrote {out}", file=sys.stdout)
+            jobs.append((str(case), str(out)))
         except (ValueError, OSError, CliError) as err:
             failed.append(case.name)
-            outer.write(f"[{i}/{len(cases)}] skipped {case.name}: {err}", file=sys.stderr)
+            print(f"skipped {case.name}: {err}", file=sys.stderr)
+    payload = model_payload(model)
+    distributed = args.workers is not None or args.scheduler is not None
+    options = CaseOptions(args.modality, args.device, args.batch_size,
+                          threads_per_worker(args.workers or 1) if distributed else None)
+    outer = tqdm(total=len(jobs), desc="cases", unit="case", file=sys.stderr,
+                 dynamic_ncols=True)
+
+    def report(job: tuple[str, str], outcome: tuple[str, str]) -> None:
+        status, detail = outcome
+        outer.update(1)
+        if status == "wrote":
+            outer.write(f"wrote {detail}", file=sys.stdout)
+        else:
+            failed.append(Path(job[0]).name)
+            outer.write(f"skipped {Path(job[0]).name}: {detail}", file=sys.stderr)
+
+    try:
+        if distributed:
+            _run_distributed(payload, jobs, options, args, report)
+        else:
+            for job in jobs:
+                name = f"segmenting {Path(job[0]).name}"
+                report(job, _drive_case(segment_case, payload, job, options, name))
+    except KeyboardInterrupt:
+        outer.close()
+        print(f"napari-fcnseg: interrupted; {outer.n} case(s) were done before, the rest "
+              "were not written (no partial file)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     outer.close()
     print(f"segmented {len(cases) - len(failed)} of {len(cases)} cases")
     return 1 if failed else 0
+
+
+def _drive_case(segment_case, payload, job, options, label: str):
+    """One case in this process, with its own progress bar under the cases bar."""
+    from tqdm import tqdm
+
+    with tqdm(desc=label, unit="batch", leave=False, position=1, file=sys.stderr,
+              dynamic_ncols=True, mininterval=0.5) as bar:
+        def update(record) -> None:
+            bar.total, bar.n = record.total, record.step
+            bar.refresh()
+
+        return segment_case(payload, job[0], job[1], options, update)
+
+
+def _run_distributed(payload, jobs, options, args, report) -> None:
+    """Run the jobs as Dask tasks on an embedded LocalCluster or the cluster at --scheduler."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CliError("--workers and --scheduler need Dask: pip install "
+                       "'napari-fcnseg[cluster]'") from None
+    from .cohort import local_client, run_on_dask
+
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, not {args.workers}")
+    try:
+        client = Client(args.scheduler, timeout=10) if args.scheduler else local_client(
+            args.workers)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CliError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+    try:
+        for i, outcome in run_on_dask(client, payload, jobs, options):
+            report(jobs[i], outcome)
+    finally:
+        cluster = None if args.scheduler else client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _is_dicom_folder(path: Path) -> bool:
@@ -372,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=None,
                    help="slices per forward pass (default: 1 on the CPU, 8 on a GPU)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="folders: segment the cases as Dask tasks on N local worker processes "
+                   "(needs napari-fcnseg[cluster])")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="folders: send the cases to the Dask cluster at ADDRESS, e.g. "
+                   "tcp://10.0.0.5:8786")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("finetune", help="fine-tune a model on annotated slices")
