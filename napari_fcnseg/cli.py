@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
 
     volume = _read(src)
     _check_segmentable(volume)
+    if len(volume.series) > 1:
+        used = volume.series[0]
+        print(f"note: {src.name} holds {len(volume.series)} DICOM series; segmented "
+              f"'{used.get('description') or used.get('uid')}' ({used.get('n_slices')} slices). "
+              "To pick another, give one of its files as the input.", file=sys.stderr)
     modality = args.modality if args.modality != "auto" else (volume.modality or "auto")
     if modality not in ("CT", "MR"):
         modality = "auto" if modality == "auto" else "other"
@@ -493,13 +499,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_warnings(caught: list, debug: bool) -> None:
+    """Our own warnings as one plain line each; libraries' only with --debug."""
+    seen = set()
+    for w in caught:
+        ours = w.category.__module__.startswith("napari_fcnseg")
+        text = str(w.message)
+        if (ours or debug) and text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable = args.func
     try:
-        return handler(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = handler(args)
+        _report_warnings(caught, args.debug)
+        return code
     except KeyboardInterrupt:
         print("napari-fcnseg: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

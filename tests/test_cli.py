@@ -273,3 +273,15 @@ def test_progress_is_drawn_by_tqdm_with_cases_and_loss(store, case, tmp_path, ca
     code, _, err = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
                        "--base", "tiny", "--name", "bar", "--steps", "2", "--no-heldout")
     assert code == 0 and "fine-tuning" in err and "loss=" in err
+
+
+def test_library_warnings_stay_off_stderr_ours_show_once(store, tmp_path, capsys):
+    import numpy as np
+
+    image = np.where(np.random.default_rng(0).random((4, 32, 32)) < 0.01, np.nan,
+                     1.0).astype(np.float32)
+    tifffile.imwrite(tmp_path / "nan.tif", image, photometric="minisblack")
+    code, _, err = run(capsys, "predict", str(tmp_path / "nan.tif"), str(tmp_path / "o.tif"),
+                       "--model", "tiny")
+    warned = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warned) == 1 and "NaN" in warned[0]

@@ -110,3 +110,20 @@ def test_napari_save_of_labels_on_a_dicom_series_writes_a_seg(tmp_path):
     assert hd.seg.segread(path).SegmentSequence[0].SegmentLabel == "liver"
     with pytest.raises(ImageWriteError, match="DICOM series"):
         write_labels(str(tmp_path / "m.dcm"), labels, {"scale": (1, 1, 1)})
+
+
+def test_cli_says_which_of_two_series_it_segmented(tmp_path, monkeypatch, capsys):
+    from napari_fcnseg.cli import main
+    from napari_fcnseg.core.nets import NetworkConfig, build_network
+    from napari_fcnseg.core.store import ModelStore
+
+    monkeypatch.setenv("NAPARI_FCNSEG_MODEL_DIR", str(tmp_path / "models"))
+    ModelStore().save(build_network(NetworkConfig(base=4, depth=2)), "tiny",
+                      {"classes": ["background", "organ", "lesion"]})
+    raw = np.zeros((5, 16, 16), np.int16)
+    make_series(tmp_path / "two", raw, SeriesDescription="big", seed=1)
+    make_series(tmp_path / "two", raw[:2], SeriesDescription="small", seed=2)
+    code = main(["predict", str(tmp_path / "two"), str(tmp_path / "o.nii.gz"), "--model",
+                 "tiny"])
+    err = capsys.readouterr().err
+    assert code == 0 and "2 DICOM series" in err and "'big' (5 slices)" in err
