@@ -42,11 +42,14 @@ fi
 
 case "$action" in
   test)
-    .venv/bin/ruff check napari_fcnseg tests benchmarks scripts
+    .venv/bin/ruff check napari_fcnseg tests tests_installed benchmarks scripts
     .venv/bin/npe2 validate napari-fcnseg --imports
     .venv/bin/lint-imports --no-cache  # the floors: imports only point down (pyproject.toml)
     export NAPARI_FCNSEG_MODEL_DIR="${NAPARI_FCNSEG_MODEL_DIR:-$(mktemp -d)}"
     .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+    if [ "$#" = 0 ]; then  # the whole suite: also check the plugin installed as users do
+      bash scripts/installed_check.sh
+    fi
     ;;
   demo)
     if [ "$need_display" = 1 ]; then
