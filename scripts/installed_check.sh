@@ -9,7 +9,7 @@ root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-.venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" . 2>&1 \
+.venv/bin/python -m pip wheel -q --no-deps -w "$work/dist" . 2>&1 \
   | grep -v "^WARNING: Location" || true
 wheel=$(ls "$work"/dist/napari_fcnseg-*.whl)
 unzip -l "$wheel" | grep -q "napari_fcnseg/core/weights/bundled.pt" \
