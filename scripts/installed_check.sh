@@ -12,8 +12,9 @@ trap 'rm -rf "$work"' EXIT
 .venv/bin/python -m pip wheel -q --no-deps -w "$work/dist" . 2>&1 \
   | grep -v "^WARNING: Location" || true
 wheel=$(ls "$work"/dist/napari_fcnseg-*.whl)
-unzip -l "$wheel" | grep -q "napari_fcnseg/core/weights/bundled.pt" \
-  || { echo "the wheel lacks the bundled weights" >&2; exit 1; }
+.venv/bin/python -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+sys.exit(0 if 'napari_fcnseg/core/weights/bundled.pt' in names else 'the wheel lacks the \
+bundled weights')" "$wheel"
 
 venv=${INSTALLED_VENV:-$root/.venv-installed}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
