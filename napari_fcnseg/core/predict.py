@@ -46,6 +46,20 @@ class Prediction:
     uncertainty: dict[int, float] = field(default_factory=dict)
 
 
+def entropy_map(probabilities: np.ndarray) -> np.ndarray:
+    """Per-pixel normalised entropy of (C, ...) probabilities as uint8 (0 certain, 255 torn).
+
+    ``probabilities`` may be float in [0, 1] or uint8 in [0, 255] (as :func:`predict_iter`
+    returns them).
+    """
+    probs = np.asarray(probabilities, np.float32)
+    if np.asarray(probabilities).dtype == np.uint8:
+        probs = probs / 255.0
+    probs = probs / np.maximum(probs.sum(0, keepdims=True), 1e-6)
+    entropy = -(probs * np.log(np.maximum(probs, 1e-8))).sum(0) / np.log(max(2, len(probs)))
+    return np.rint(np.clip(entropy, 0, 1) * 255).astype(np.uint8)
+
+
 def slice_uncertainty(probs: torch.Tensor) -> torch.Tensor:
     """How unsure the model is on each slice of a (B, C, H, W) batch of probabilities.
 

@@ -100,6 +100,8 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
     state.uncertainty.update({k: scores[k] for k in written if k in scores})
     if prediction.probabilities is not None:
         show_probabilities(viewer, image, prediction, classes)
+    if getattr(outcome, "entropy", None) is not None:
+        show_uncertainty(viewer, image, outcome.entropy, prediction.slices)
     if layer is None:
         metadata = {METADATA_KEY: state.to_metadata()}
         if SOURCE_KEY in image.metadata:
@@ -114,6 +116,25 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
             style_labels_layer(layer, list(classes))
         layer.refresh()
     return Merged(written, kept, layer, undo)
+
+
+def show_uncertainty(viewer: napari.Viewer, image: Image, entropy: np.ndarray,
+                     slices: list[int]) -> None:
+    """Write the per-pixel uncertainty of the predicted slices into "<image> uncertainty"."""
+    from napari.layers import Image as ImageLayer
+
+    shape = tuple(image.data.shape)
+    name = f"{image.name} uncertainty"
+    layer = layer_named(viewer, name)
+    if isinstance(layer, ImageLayer) and tuple(layer.data.shape) == shape:
+        for k in slices:
+            idx = slice_index(shape, k)
+            layer.data[idx] = entropy[idx]
+        layer.refresh()
+    else:
+        viewer.add_image(np.asarray(entropy, np.uint8), name=name, **layer_geometry(image),
+                         colormap="inferno", contrast_limits=(0, 255), blending="additive",
+                         opacity=0.6, metadata={PROBABILITY_KEY: "uncertainty"})
 
 
 def show_probabilities(viewer: napari.Viewer, image: Image, prediction: Any,

@@ -48,18 +48,23 @@ class SegmentOutcome:
         Slice -> digest of the predicted labels there (see :mod:`napari_fcnseg.core.review`).
     loaded : LoadedModel or None
         The model, when the worker had to load it (the widget keeps it for the next run).
+    entropy : numpy.ndarray or None
+        Per-pixel uncertainty (uint8, see :func:`napari_fcnseg.core.predict.entropy_map`),
+        when an uncertainty layer was asked for.
     """
 
     prediction: Any
     digests: dict[int, str]
     loaded: Any
+    entropy: Any = None
 
 
 def predict_work(model: str, loaded: Any, data: Any, slices: list[int] | None, modality: str,
-                  probabilities: bool, device: str, batch_size: int | None):
+                  probabilities: bool, device: str, batch_size: int | None,
+                  uncertainty_layer: bool = False):
     """Generator run in the worker thread: load the model if needed, normalise, predict, hash."""
     from napari_fcnseg.core.normalize import fit_normalizer
-    from napari_fcnseg.core.predict import predict_iter
+    from napari_fcnseg.core.predict import entropy_map, predict_iter
     from napari_fcnseg.core.review import slice_digests
     from napari_fcnseg.core.store import ModelError, ModelStore
 
@@ -74,6 +79,13 @@ def predict_work(model: str, loaded: Any, data: Any, slices: list[int] | None, m
     normalizer = fit_normalizer(image, modality)
     prediction = yield from predict_iter(
         loaded.net, image, slices=slices, normalizer=normalizer, batch_size=batch_size,
-        probabilities="uint8" if probabilities else None, uncertainty=True, device=device)
+        probabilities="uint8" if probabilities or uncertainty_layer else None,
+        uncertainty=True, device=device)
+    entropy = None
+    if uncertainty_layer:
+        entropy = entropy_map(prediction.probabilities)
+        if not probabilities:
+            prediction.probabilities = None
     # hashing here spares the main thread: merging needs the digests of what was written
-    return SegmentOutcome(prediction, slice_digests(prediction.labels, prediction.slices), fresh)
+    return SegmentOutcome(prediction, slice_digests(prediction.labels, prediction.slices), fresh,
+                          entropy)

@@ -98,6 +98,9 @@ class SegmentWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(list(SCOPES))
         self.probability_check = QCheckBox("Add probability layer")
+        self.uncertainty_check = QCheckBox("Add uncertainty layer")
+        self.uncertainty_check.setToolTip(
+            "Shows where the model is unsure (bright = unsure): the places to check first.")
         self.overwrite_check = QCheckBox("Overwrite edited/reviewed slices")
         self.overwrite_check.setToolTip(
             "Off: slices you painted or marked as reviewed keep your labels.")
@@ -128,7 +131,8 @@ class SegmentWidget(QWidget):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for widget in (self.probability_check, self.overwrite_check, self.undo_button):
+        for widget in (self.probability_check, self.uncertainty_check, self.overwrite_check,
+                       self.undo_button):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         for widget in (self.progress_bar, self.status_label):
@@ -353,7 +357,7 @@ class SegmentWidget(QWidget):
         worker = create_worker(
             predict_work, name, self._models.get(name), image.data, slices, modality,
             self.probability_check.isChecked(), self.device_combo.currentText(),
-            self.batch_size, _ignore_errors=True,
+            self.batch_size, self.uncertainty_check.isChecked(), _ignore_errors=True,
             _progress={"total": 0, "desc": f"Segmenting {image.name}"})
         request = {"image": image, "model": name, "classes": classes,
                    "overwrite": self.overwrite_check.isChecked()}

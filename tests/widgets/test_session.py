@@ -268,3 +268,21 @@ def test_review_prefers_the_plugins_labels_over_a_ground_truth(qtbot, make_napar
     qtbot.waitUntil(lambda: review.labels_layer is ours, timeout=5000)
     review.labels_layer = viewer.layers[f"{IMAGE} ground truth"]  # the person may pick it
     assert review.labels_layer is viewer.layers[f"{IMAGE} ground truth"]
+
+
+def test_optional_uncertainty_layer(qtbot, make_napari_viewer, tiny_model):
+    from napari_fcnseg.core.predict import entropy_map
+
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "mr_abdomen")
+    seg = _dock(viewer, "Segment")
+    seg.uncertainty_check.setChecked(True)
+    _result(qtbot, seg.segment("volume"))
+    layer = viewer.layers[f"{IMAGE} uncertainty"]
+    assert layer.data.dtype == np.uint8 and layer.data.shape == viewer.layers[IMAGE].data.shape
+    assert layer.data.max() > 0
+    assert not [lay.name for lay in viewer.layers if lay.name.endswith("probability")]
+    probs = np.zeros((3, 2, 2), np.uint8)
+    probs[0] = 255  # certain
+    assert entropy_map(probs).max() == 0
+    assert entropy_map(np.full((3, 2, 2), 85, np.uint8)).min() == 255  # torn between three
