@@ -102,12 +102,18 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
                         batch_size=args.batch_size,
                         probabilities="uint8" if args.probabilities else None)
     result = _drive(work, f"segmenting {src.name}", position)
-    if args.probabilities:
-        _write_probabilities(Path(args.probabilities), result.probabilities)
     from . import __version__
 
+    existed = dst.exists()
     write_labels(dst, result.labels, like=volume, class_names=list(model.class_names),
                  model_name=str(model.metadata.get("name", "")), software_version=__version__)
+    if args.probabilities:
+        try:
+            _write_probabilities(Path(args.probabilities), result.probabilities)
+        except BaseException:
+            if not existed:  # a failed run leaves neither of its outputs behind
+                dst.unlink(missing_ok=True)
+            raise
 
 
 def _write_probabilities(path: Path, probabilities) -> None:

@@ -143,3 +143,17 @@ def test_concurrent_imports_never_replace_each_other(store, tmp_path):
 def test_empty_model_name_is_refused_not_replaced_by_the_default(store, scan, tmp_path, capsys):
     code, _, err = _run(capsys, "predict", scan, tmp_path / "o.tif", "--model", "")
     assert code != 0 and "--model is empty" in err and not (tmp_path / "o.tif").exists()
+
+
+def test_a_failed_probabilities_write_leaves_no_labels_behind(store, scan, tmp_path, capsys,
+                                                              monkeypatch):
+    import napari_fcnseg.cli as cli
+
+    def full_disk(path, probabilities):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(cli, "_write_probabilities", full_disk)
+    code, _, err = _run(capsys, "predict", scan, tmp_path / "o.tif", "--probabilities",
+                        tmp_path / "p.tif")
+    assert code != 0 and "No space left" in err
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "p.tif").exists()

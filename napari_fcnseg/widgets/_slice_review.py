@@ -94,7 +94,11 @@ class SliceReviewWidget(QWidget):
         self.slice_list.setMaximumHeight(120)
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
+        self.image_combo.setToolTip("The scan the labels were drawn on.")
+        self.labels_combo.setToolTip("The labels to review and learn from (the layer "
+                                     "Segment wrote, or one you drew).")
         self.goto_button = QPushButton("Go to slice")
+        self.goto_button.setToolTip("Show the slice selected in the list.")
         self.mark_button = QPushButton("Mark current slice reviewed")
         self.mark_button.setToolTip("The slice is correct as it is (also when it is empty): "
                                     "learn from it and never overwrite it.")
@@ -102,6 +106,8 @@ class SliceReviewWidget(QWidget):
         self.unmark_button.setToolTip("Un-review the selected slices (or the current one). "
                                       "Edited slices stay edited.")
         self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("Read the labels again (they are also re-read a moment "
+                                       "after every edit).")
         self.next_button = QPushButton("Next slice to review")
         self.next_button.setToolTip("Go to the slice the model was least sure about among those "
                                     "nobody edited or reviewed yet.")

@@ -97,13 +97,22 @@ class SegmentWidget(QWidget):
         self.device_combo.addItems(available_devices())
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(list(SCOPES))
+        self.image_combo.setToolTip("The scan to segment (CT or MR image layer).")
+        self.model_combo.setToolTip("The model that segments: the bundled one or one you "
+                                    "fine-tuned (see the Models panel).")
+        self.device_combo.setToolTip("Where the network runs: the CPU always works; a GPU "
+                                     "(cuda, mps) is faster when there is one.")
+        self.scope_combo.setToolTip("The slice shown now, or every slice of the volume.")
         self.probability_check = QCheckBox("Add probability layer")
+        self.probability_check.setToolTip("One layer per class with the model's confidence "
+                                          "(bright = sure it is that class).")
         self.uncertainty_check = QCheckBox("Add uncertainty layer")
         self.uncertainty_check.setToolTip(
             "Shows where the model is unsure (bright = unsure): the places to check first.")
         self.overwrite_check = QCheckBox("Overwrite edited/reviewed slices")
         self.overwrite_check.setToolTip(
-            "Off: slices you painted or marked as reviewed keep your labels.")
+            "Off: slices you painted or marked as reviewed keep your labels. On: they are "
+            "replaced too (Undo overwrite puts them back).")
         self.undo_button = QPushButton("Undo overwrite")
         self.undo_button.setToolTip("Put back the edited/reviewed slices that the latest run "
                                     "replaced ('Overwrite' ticked), unless you changed them since.")
