@@ -2,7 +2,7 @@
 
 The Segment widget scores every slice it writes by how unsure the model was there
 (:func:`napari_fcnseg.core.predict.slice_uncertainty`, kept in the layer's review state).
-"Next slice to review" goes to the most uncertain slice nobody edited or reviewed yet; without
+"Next to review" goes to the most uncertain slice nobody edited or reviewed yet; without
 scores, to the next such slice. Re-segmenting with a fine-tuned model scores the rewritten
 slices anew, so the ranking follows the newest model.
 """

@@ -99,8 +99,9 @@ class SliceReviewWidget(QWidget):
                                      "Segment wrote, or one you drew).")
         self.goto_button = QPushButton("Go to slice")
         self.goto_button.setToolTip("Show the slice selected in the list.")
-        self.mark_button = QPushButton("Mark current slice reviewed")
-        self.mark_button.setToolTip("The slice is correct as it is (also when it is empty): "
+        self.mark_button = QPushButton("Mark reviewed")
+        self.mark_button.setToolTip("Mark the slice shown now as reviewed: it is correct as it "
+                                    "is (also when it is empty): "
                                     "learn from it and never overwrite it.")
         self.unmark_button = QPushButton("Unmark")
         self.unmark_button.setToolTip("Un-review the selected slices (or the current one). "
@@ -108,7 +109,7 @@ class SliceReviewWidget(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("Read the labels again (they are also re-read a moment "
                                        "after every edit).")
-        self.next_button = QPushButton("Next slice to review")
+        self.next_button = QPushButton("Next to review")
         self.next_button.setToolTip("Go to the slice the model was least sure about among those "
                                     "nobody edited or reviewed yet.")
         self.shortcuts_label = QLabel(shortcuts_html())
@@ -126,7 +127,7 @@ class SliceReviewWidget(QWidget):
         content = QWidget()
         scroll = QScrollArea(widgetResizable=True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         scroll.setWidget(content)
         self._scroll, self._content = scroll, content
         outer = QVBoxLayout(self)

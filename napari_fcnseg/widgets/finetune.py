@@ -95,6 +95,7 @@ class FinetuneWidget(SliceReviewWidget):
         self.loss_plot = LossPlot()
         self.result_label = QLabel()
         self.result_label.setTextFormat(Qt.TextFormat.RichText)
+        self.result_label.setWordWrap(True)
         self.resegment_button = QPushButton("Re-segment unreviewed slices", enabled=False)
 
         run_buttons = QHBoxLayout()

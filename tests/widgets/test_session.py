@@ -61,7 +61,7 @@ def test_review_loop_with_widgets_from_the_plugins_menu(qtbot, make_napari_viewe
     labels.paint((3, 128, 128), 2)
     assert not np.array_equal(labels.data[3], painted)
     qtbot.waitUntil(lambda: review.training_slices() == [3], timeout=5000)
-    review.mark_button.click()  # "Mark current slice reviewed"
+    review.mark_button.click()  # "Mark reviewed": the slice shown now
     assert review.mark_reviewed([10]) == [10]
     assert review.slice_status() == {3: "edited + reviewed", 10: "reviewed"}
     kept = {k: labels.data[k].copy() for k in (3, 10)}
