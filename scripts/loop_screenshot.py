@@ -3,7 +3,8 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" \
         .venv/bin/python scripts/loop_screenshot.py docs/loop.png
 
-Uses the generated MR sample and the widgets docked as napari's Plugins menu docks them; the
+Writes the picture and a second one with the Volumes panel (``..._volumes.png``). Uses the
+generated MR sample and the widgets docked as napari's Plugins menu docks them; the
 fine-tune is short (30 steps), so the figures in the picture are not benchmark figures.
 """
 
@@ -68,6 +69,11 @@ def main(out: str) -> int:
         QApplication.processEvents()
         time.sleep(0.03)
     viewer.screenshot(out, canvas_only=False)
+    volumes_dock.raise_()  # a second picture: the Volumes panel after the round
+    for _ in range(40):
+        QApplication.processEvents()
+        time.sleep(0.03)
+    viewer.screenshot(out.replace(".png", "_volumes.png"), canvas_only=False)
     viewer.close()
     return 0
 

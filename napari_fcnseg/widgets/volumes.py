@@ -84,6 +84,9 @@ class VolumesWidget(QWidget):
         layout.addWidget(self.table)
         layout.addWidget(self.status_label)
         layout.addLayout(buttons)
+        self._user_choice = ""  # a layer the person picked in the combo box (not automatic)
+        self.labels_combo.activated.connect(
+            lambda _i: setattr(self, "_user_choice", self.labels_combo.currentText()))
         self.labels_combo.currentTextChanged.connect(self._on_labels_picked)
         self.export_button.clicked.connect(self._on_export_clicked)
         for event in ("inserted", "removed", "reordered"):
@@ -110,8 +113,13 @@ class VolumesWidget(QWidget):
         self.labels_combo.blockSignals(True)
         self.labels_combo.clear()
         self.labels_combo.addItems(names)
-        choice = current if current in names else (ours[-1] if ours else
-                                                    (names[-1] if names else ""))
+        # the person's pick stays; otherwise a layer the plugin wrote wins (not a ground truth)
+        if self._user_choice in names:
+            choice = self._user_choice
+        elif ours:
+            choice = current if current in ours else ours[-1]
+        else:
+            choice = current if current in names else (names[-1] if names else "")
         self.labels_combo.setCurrentText(choice)
         self.labels_combo.blockSignals(False)
         self._on_labels_picked()

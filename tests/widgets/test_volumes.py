@@ -56,3 +56,19 @@ def test_export_never_replaces_a_device(make_napari_viewer):
     with pytest.raises(ImageWriteError):
         panel.export_csv("/dev/null")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_panel_moves_to_the_plugins_labels_unless_the_person_picked(make_napari_viewer, qtbot):
+    from napari_fcnseg.core.review import METADATA_KEY
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.zeros((2, 8, 8), np.uint8), name="ground truth")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-fcnseg", "Volumes")
+    assert panel.labels_layer.name == "ground truth"  # the only one so far
+    viewer.add_labels(np.ones((2, 8, 8), np.uint8), name="scan labels",
+                      metadata={METADATA_KEY: {"reviewed": []}})
+    assert panel.labels_layer.name == "scan labels"  # the plugin's layer wins
+    panel._user_choice = "ground truth"  # as when picked in the combo box
+    viewer.add_labels(np.ones((2, 8, 8), np.uint8), name="other",
+                      metadata={METADATA_KEY: {"reviewed": []}})
+    assert panel.labels_layer.name == "ground truth"
