@@ -66,9 +66,11 @@ def _parse_slices(text: str | None) -> list[int] | None:
 
 
 def _check_segmentable(volume) -> None:
-    if volume.data.ndim not in (2, 3, 4):
-        raise CliError(f"{volume.path.name}: expected a 2D image or a 3D stack, "
-                       f"got {volume.data.ndim} dimensions {volume.data.shape}")
+    from .cohort import unsegmentable
+
+    problem = unsegmentable(volume)
+    if problem:
+        raise CliError(f"{volume.path.name}: {problem}")
 
 
 def _output_path(case: Path, out_dir: Path, fmt: str = "auto") -> Path:
@@ -95,9 +97,9 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
         print(f"note: {src.name} holds {len(volume.series)} DICOM series; segmented "
               f"'{used.get('description') or used.get('uid')}' ({used.get('n_slices')} slices). "
               "To pick another, give one of its files as the input.", file=sys.stderr)
-    modality = args.modality if args.modality != "auto" else (volume.modality or "auto")
-    if modality not in ("CT", "MR"):
-        modality = "auto" if modality == "auto" else "other"
+    from .cohort import case_modality
+
+    modality = case_modality(args.modality, volume)
     work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
                         batch_size=args.batch_size,
                         probabilities="uint8" if args.probabilities else None)

@@ -31,6 +31,22 @@ class CaseOptions:
     threads: int | None = None
 
 
+def unsegmentable(volume: Any) -> str | None:
+    """Why ``volume`` cannot be segmented slice by slice, or None when it can."""
+    if volume.data.ndim not in (2, 3, 4):
+        return (f"expected a 2D image or a 3D stack, got {volume.data.ndim} dimensions "
+                f"{volume.data.shape}")
+    return None
+
+
+def case_modality(asked: str, volume: Any) -> str:
+    """The normalisation for a case: the one asked for, else the file's own CT/MR, else auto."""
+    modality = asked if asked != "auto" else (volume.modality or "auto")
+    if modality not in ("CT", "MR"):
+        modality = "auto" if modality == "auto" else "other"
+    return modality
+
+
 def model_payload(loaded: Any) -> dict[str, Any]:
     """The model as plain data a Dask worker can rebuild: config, weights, names, key."""
     state = {k: v.detach().cpu() for k, v in loaded.net.state_dict().items()}
@@ -74,14 +90,11 @@ def segment_case(payload: dict[str, Any], src: str, dst: str, options: CaseOptio
         torch.set_num_threads(options.threads)
     try:
         volume = read_volume(Path(src))
-        if volume.data.ndim not in (2, 3, 4):
-            return "skipped", (f"expected a 2D image or a 3D stack, got {volume.data.ndim} "
-                               f"dimensions {volume.data.shape}")
-        modality = options.modality if options.modality != "auto" else (
-            volume.modality or "auto")
-        if modality not in ("CT", "MR"):
-            modality = "auto" if modality == "auto" else "other"
-        work = predict_iter(_network(payload), volume.data, modality=modality,
+        problem = unsegmentable(volume)
+        if problem:
+            return "skipped", problem
+        work = predict_iter(_network(payload), volume.data,
+                            modality=case_modality(options.modality, volume),
                             device=options.device, batch_size=options.batch_size)
         result = run_to_completion(work, progress)
         written = write_labels(dst, result.labels, like=volume, class_names=payload["classes"],

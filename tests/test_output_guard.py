@@ -11,19 +11,16 @@ import pytest
 import tifffile
 
 from napari_fcnseg.cli import main
-from napari_fcnseg.core.nets import NetworkConfig, build_network
 from napari_fcnseg.core.paths import PACKAGE_DIR, OutputPathError, check_output_path
-from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume
+from napari_fcnseg.core.phantoms import generate_volume
 from napari_fcnseg.core.store import ModelStore
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_FCNSEG_MODEL_DIR", str(tmp_path / "models"))
-    s = ModelStore()
-    s.save(build_network(NetworkConfig(base=4, depth=2)), "tiny", {"classes": list(CLASS_NAMES)})
-    s.set_default("tiny")
-    return s
+def store(store):
+    """The shared tiny-model store (tests/conftest.py), with "tiny" as the default model."""
+    store.set_default("tiny")
+    return store
 
 
 @pytest.fixture

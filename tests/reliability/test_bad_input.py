@@ -5,12 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from napari_fcnseg.cli import main
-from napari_fcnseg.core.nets import NetworkConfig, build_network
-from napari_fcnseg.core.phantoms import CLASS_NAMES
-from napari_fcnseg.core.store import ModelStore
 
 from .cases import CASES, matrix_markdown
 
@@ -25,15 +21,6 @@ def _snapshot(folder: Path) -> dict[str, str]:
         if path.is_file() and not path.is_symlink():
             out[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_FCNSEG_MODEL_DIR", str(tmp_path / "models"))
-    torch.manual_seed(0)
-    s = ModelStore()
-    s.save(build_network(NetworkConfig(base=4, depth=2)), "tiny", {"classes": list(CLASS_NAMES)})
-    return s
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
