@@ -12,6 +12,8 @@ directly, and the session goes away with its viewer.
 Widgets talk to each other only through the session: the Segment widget registers itself as
 the viewer's segmenter and follows :attr:`ViewerSession.model_selected`; the Review and
 Fine-tune widget asks the session for the segmenter and selects the models it trains there.
+They read and write models through the session's one :attr:`ViewerSession.store`, and follow
+changes of it with :func:`follow_models`.
 
 The Segment and Review widgets also work on :func:`real_viewer` rather than the proxy: the
 proxy wraps every layer it hands out in a new proxy, so the same layer looked up twice is not
@@ -22,6 +24,7 @@ only, which is all the proxy would let through.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
@@ -31,9 +34,11 @@ from ._common import is_alive
 if TYPE_CHECKING:
     import napari
 
+    from napari_fcnseg.core.store import ModelStore
+
     from .segment import SegmentWidget
 
-__all__ = ["ViewerSession", "models_changed", "real_viewer", "session_for"]
+__all__ = ["ViewerSession", "follow_models", "models_changed", "real_viewer", "session_for"]
 
 
 class _PluginEvents:
@@ -48,6 +53,29 @@ _EVENTS = _PluginEvents()
 #: renamed or imported, or the store was reset. Widgets listing models refresh on it. It is
 #: plugin-wide, not per viewer, because all viewers share the one model store.
 models_changed = _EVENTS.models_changed
+
+
+def follow_models(slot: Callable[[], Any]) -> None:
+    """Call ``slot``, a Qt object's bound method, after every :data:`models_changed`.
+
+    The object is held weakly, and the connection ends once its Qt object is deleted (a closed
+    dock), so no widget has to check that itself.
+
+    Parameters
+    ----------
+    slot : bound method
+        A method of a Qt widget (or other ``QObject``), taking no arguments.
+    """
+    owner, function = weakref.ref(slot.__self__), slot.__func__
+
+    def on_models_changed() -> None:
+        target = owner()
+        if target is None or not is_alive(target):
+            models_changed.disconnect(on_models_changed)
+            return
+        function(target)
+
+    models_changed.connect(on_models_changed)
 
 
 class ViewerSession:
@@ -70,11 +98,25 @@ class ViewerSession:
         self._viewer = weakref.ref(viewer)
         self._segmenter: weakref.ReferenceType[SegmentWidget] | None = None
         self._model = ""
+        self._store: ModelStore | None = None
 
     @property
     def viewer(self) -> napari.Viewer | None:
         """The real viewer of this session, or None once it is gone."""
         return self._viewer()
+
+    @property
+    def store(self) -> ModelStore:
+        """The model store this viewer's widgets list, load and save models with.
+
+        Made on first use (importing torch then, not when a widget module is imported); its
+        folder is the one :class:`~napari_fcnseg.core.store.ModelStore` picks by default.
+        """
+        if self._store is None:
+            from napari_fcnseg.core.store import ModelStore
+
+            self._store = ModelStore()
+        return self._store
 
     @property
     def model(self) -> str:
