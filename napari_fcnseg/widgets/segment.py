@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -46,9 +46,10 @@ from ._common import (
     notify_error,
     validate_image_layer,
 )
+from ._model_combo import ModelCombo
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
-from .session import models_changed, real_viewer, session_for
+from .session import real_viewer, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -92,7 +93,9 @@ class SegmentWidget(QWidget):
         self._last_progress = 0.0
 
         self.image_combo = QComboBox()
-        self.model_combo = QComboBox()
+        # the session's model is the fallback: a model fine-tuned here before this widget opened
+        self.model_combo = ModelCombo(self.session.store,
+                                      preferred=lambda: [self.session.model])
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
         self.scope_combo = QComboBox()
@@ -158,7 +161,7 @@ class SegmentWidget(QWidget):
             getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
         for layer in self.viewer.layers:
             layer.events.name.connect(self._on_layers_changed)
-        models_changed.connect(self._on_models_changed)
+        self.model_combo.store_changed.connect(self._forget_models)
         self.session.model_selected.connect(self._on_model_selected)
         self.session.set_segmenter(self)
         self.refresh_images()
@@ -189,39 +192,16 @@ class SegmentWidget(QWidget):
         self.refresh_images()
 
     def refresh_models(self) -> None:
-        """Re-list the stored models, keeping the current choice, else the session's or default."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        """Re-list the stored models, keeping the current choice, else the session's or default.
 
-        current = self.model_combo.currentText()
-        try:
-            store = ModelStore()
-            infos = store.list()
-            default = store.default()
-        except (ModelError, OSError) as exc:
-            notify_error(f"Cannot read the model store: {exc}")
-            return
-        names = [info.name for info in infos]
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        for i, info in enumerate(infos):
-            self.model_combo.addItem(info.name)
-            classes = ", ".join(info.metadata.get("classes", [])) or "unknown classes"
-            note = "" if info.available else " (weights missing)"
-            self.model_combo.setItemData(
-                i, f"{info.name}: {classes}{note}", Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.setCurrentText(
-            next((name for name in (current, self.session.model) if name in names), default))
-        self.model_combo.blockSignals(False)
-        if self.model_name != current:  # e.g. the chosen model was deleted: tell the session
-            self.session.select_model(self.model_name)
+        A changed choice (e.g. the chosen model was deleted) reaches the session and legend.
+        """
+        self.model_combo.refresh()
 
-    def _on_models_changed(self) -> None:
-        if not is_alive(self):
-            models_changed.disconnect(self._on_models_changed)
-            return
+    def _forget_models(self) -> None:
+        """The store changed: models loaded before may have been renamed or replaced."""
         self._models.clear()
         self._models_version += 1
-        self.refresh_models()
 
     def _show_legend(self, name: str = "") -> None:
         """Show the chosen model's class names and colours."""
