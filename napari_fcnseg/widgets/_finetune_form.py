@@ -7,6 +7,8 @@ last round, or, before any round, by a rough figure for a 2-core laptop CPU; it 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -17,6 +19,9 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+
+if TYPE_CHECKING:
+    from ._model_combo import ModelCombo
 
 WHOLE_SLICES = "Whole edited/reviewed slices"
 STROKES_ONLY = "Only my strokes"
@@ -44,15 +49,21 @@ def parse_class_names(text: str) -> list[str] | None:
 
 
 class FinetuneForm(QWidget):
-    """Base model, steps, learning rate, what to learn from, held-out check, class names, name."""
+    """Base model, steps, learning rate, what to learn from, held-out check, class names, name.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    model_combo : ModelCombo
+        The choice of base model (it lists the store's models by itself).
+    """
+
+    def __init__(self, model_combo: ModelCombo) -> None:
         super().__init__()
         from napari_fcnseg.core.finetune import FinetuneSettings
 
         defaults = FinetuneSettings()
         self.seconds_per_step: float | None = None  # measured in this session's last round
-        self.model_combo = QComboBox()
+        self.model_combo = model_combo
         self.model_combo.setToolTip("The model to start from; it is never changed: the result "
                                     "is saved as a new model.")
         self.steps_spin = QSpinBox(minimum=1, maximum=100_000, value=defaults.steps)

@@ -23,10 +23,11 @@ from qtpy.QtWidgets import (
 
 from napari_fcnseg.core.review import METADATA_KEY, protected_slices, slice_count
 
-from ._common import fail_future, is_alive, notify_error, notify_info
+from ._common import fail_future, is_alive, notify_info
 from ._finetune_form import STROKES_ONLY, FinetuneForm, parse_class_names
 from ._finetune_job import copy_training_labels, finetune_work
 from ._finetune_report import dice_table, verdict
+from ._model_combo import ModelCombo
 from ._slice_review import FinetuneError, SliceReviewWidget
 from ._strokes import StrokeTracker, strokes_only
 from .loss_plot import LossPlot
@@ -78,7 +79,8 @@ class FinetuneWidget(SliceReviewWidget):
         self._last_model: str | None = None
         self._auto_name = ""
 
-        self.form = FinetuneForm()
+        self.form = FinetuneForm(ModelCombo(self.session.store, available_only=True,
+                                            preferred=self._base_candidates))
         for attr in ("model_combo", "steps_spin", "lr_spin", "learn_from_combo", "heldout_check",
                      "classes_edit"):
             setattr(self, attr, getattr(self.form, attr))
@@ -113,7 +115,6 @@ class FinetuneWidget(SliceReviewWidget):
         self.resegment_button.clicked.connect(lambda: self.resegment_unreviewed())
         self.labels_changed.connect(self._select_base_model)
         self.layers_chosen.connect(self._propose_name)
-        models_changed.connect(self._on_models_changed)
         self._propose_name()
         self.refresh_models()
         self.fit_width()
@@ -133,41 +134,17 @@ class FinetuneWidget(SliceReviewWidget):
         self.name_edit.setText(self._auto_name)
 
     def refresh_models(self) -> None:
-        """Re-list the stored models usable as a starting point."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        """Re-list the stored models usable as a starting point (the base model combo's own)."""
+        self.model_combo.refresh()
 
-        try:
-            names = [info.name for info in ModelStore().list() if info.available]
-        except (ModelError, OSError) as exc:
-            notify_error(f"Cannot read the model store: {exc}")
-            return
-        current = self.model_combo.currentText()
-        self.model_combo.clear()
-        self.model_combo.addItems(names)
-        if current in names:
-            self.model_combo.setCurrentText(current)
-        else:
-            self._select_base_model()
+    def _base_candidates(self) -> list[str]:
+        """The model that made the labels under review, then the session's model."""
+        state = self.review_state()
+        return [state.model if state else "", self.session.model]
 
     def _select_base_model(self) -> None:
         """Pick the model that made the labels, else the session's model, else the default."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
-
-        state = self.review_state()
-        try:
-            default = ModelStore().default()
-        except (ModelError, OSError):
-            default = ""
-        for name in (state.model if state else "", self.session.model, default):
-            if name and self.model_combo.findText(name) >= 0:
-                self.model_combo.setCurrentText(name)
-                return
-
-    def _on_models_changed(self) -> None:
-        if not is_alive(self):
-            models_changed.disconnect(self._on_models_changed)
-            return
-        self.refresh_models()
+        self.model_combo.choose([*self._base_candidates(), self.model_combo.default_model()])
 
     # ------------------------------------------------------------------------ fine-tuning
     @property
