@@ -1,15 +1,15 @@
 """The "Segment" dock widget: run a stored model on an image layer into an editable Labels layer.
 
-Prediction runs in a napari thread worker (:mod:`._segment_work`), so the viewer stays
-responsive; the result is merged into the labels on the main thread (:mod:`._segment_output`),
-so slices a person edited or reviewed are never overwritten unless asked, and what such an
-overwrite replaced can be put back with "Undo overwrite".
+Prediction runs in a napari thread worker (:mod:`._segment_work`, run by a
+:class:`~._job.BackgroundJob`), so the viewer stays responsive; the result is merged into the
+labels on the main thread (:mod:`._segment_output`), so slices a person edited or reviewed are
+never overwritten unless asked, and what such an overwrite replaced can be put back with
+"Undo overwrite".
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +38,6 @@ from napari_fcnseg.core.review import (
 
 from ._common import (
     current_slice,
-    fail_future,
     find_labels_layer,
     image_layers,
     is_alive,
@@ -46,6 +45,7 @@ from ._common import (
     notify_error,
     validate_image_layer,
 )
+from ._job import BackgroundJob
 from ._model_combo import ModelCombo
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
@@ -62,6 +62,13 @@ PROGRESS_INTERVAL = 0.2
 
 class SegmentError(RuntimeError):
     """A segmentation could not start or finish; the message says why in plain words."""
+
+
+def _describe_error(exc: BaseException) -> str:
+    """The message for an exception raised while segmenting in the worker."""
+    from napari_fcnseg.core.store import ModelError
+
+    return str(exc) if isinstance(exc, ModelError) else f"Segmentation failed: {exc}"
 
 
 class SegmentWidget(QWidget):
@@ -86,11 +93,6 @@ class SegmentWidget(QWidget):
         self.session = session_for(napari_viewer)
         self._models: dict[str, Any] = {}  # name -> LoadedModel, loaded by a worker
         self._models_version = 0  # counts store changes; a load from before one is not kept
-        self._worker: Any = None
-        self._future: concurrent.futures.Future | None = None
-        self._cancel_requested = False
-        self._reporting: concurrent.futures.Future | None = None  # merged, not yet reported
-        self._last_progress = 0.0
 
         self.image_combo = QComboBox()
         # the session's model is the fallback: a model fine-tuned here before this widget opened
@@ -132,6 +134,10 @@ class SegmentWidget(QWidget):
         self.legend_label.setWordWrap(True)
         self.legend_label.setToolTip("The classes of the chosen model, in the colours of the "
                                      "labels layer it writes.")
+        self.job = BackgroundJob(
+            self, SegmentError, self.status_label, set_busy=self._set_busy,
+            on_progress=self._on_progress, describe_error=_describe_error,
+            on_cancelled=self._on_cancelled, progress_interval=PROGRESS_INTERVAL)
 
         form = QFormLayout()
         for label, combo in (("Image", self.image_combo), ("Model", self.model_combo),
@@ -273,10 +279,7 @@ class SegmentWidget(QWidget):
     @property
     def busy(self) -> bool:
         """True while a segmentation runs."""
-        return self._worker is not None
-
-    def _fail(self, future: concurrent.futures.Future, message: str) -> concurrent.futures.Future:
-        return fail_future(future, message, SegmentError, self.status_label)
+        return self.job.busy
 
     def _check(self, image: Image, scope: str, slices: list[int] | None):
         """Validate the request; return (the model's class names, slices) or raise SegmentError.
@@ -331,47 +334,35 @@ class SegmentWidget(QWidget):
             :class:`SegmentError` when the request was refused or failed, and is cancelled by
             :meth:`cancel`. Errors are also shown as notifications.
         """
-        from napari.qt.threading import create_worker
-
-        future: concurrent.futures.Future = concurrent.futures.Future()
         if self.busy:
-            return self._fail(future, "A segmentation is already running; wait or cancel it.")
+            return self.job.refuse("A segmentation is already running; wait or cancel it.")
         image = self.image_layer
         try:
             classes, slices = self._check(image, scope, slices)
         except SegmentError as exc:
-            return self._fail(future, str(exc))
+            return self.job.refuse(str(exc))
         modality = str(image.metadata.get(MODALITY_KEY, "auto"))
         name = self.model_name
-        worker = create_worker(
-            predict_work, name, self._models.get(name), image.data, slices, modality,
-            self.probability_check.isChecked(), self.device_combo.currentText(),
-            self.batch_size, self.uncertainty_check.isChecked(), _ignore_errors=True,
-            _progress={"total": 0, "desc": f"Segmenting {image.name}"})
         request = {"image": image, "model": name, "classes": classes,
                    "overwrite": self.overwrite_check.isChecked()}
         version = self._models_version
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(
-            lambda result: self._on_returned(result, request, version, future))
-        worker.errored.connect(lambda exc: self._on_errored(exc, future))
-        worker.finished.connect(lambda: self._on_finished(future, worker))
-        self._worker, self._future, self._cancel_requested = worker, future, False
-        self._last_progress = 0.0
-        self._set_busy(True)
+        future = self.job.start(
+            predict_work, name, self._models.get(name), image.data, slices, modality,
+            self.probability_check.isChecked(), self.device_combo.currentText(),
+            self.batch_size, self.uncertainty_check.isChecked(),
+            desc=f"Segmenting {image.name}",
+            on_returned=lambda outcome: self._on_returned(outcome, request, version))
         count = "all" if slices is None else str(len(slices))
         self.status_label.setText(f"Segmenting {count} slice(s) of '{image.name}' "
                                   f"with '{self.model_name}'...")
-        worker.start()
         return future
 
     def cancel(self) -> None:
-        """Stop the running segmentation after the current batch; the labels stay untouched."""
-        if self._worker is None or self._reporting is not None:  # done, or already written
-            return
-        self._cancel_requested = True
-        self._worker.quit()
-        self.status_label.setText("Cancelling...")
+        """Stop the running segmentation after the current batch; the labels stay untouched.
+
+        Once the labels are being written it is too late, and nothing happens.
+        """
+        self.job.cancel()
 
     def _set_busy(self, busy: bool) -> None:
         self.segment_button.setEnabled(not busy)
@@ -380,54 +371,28 @@ class SegmentWidget(QWidget):
         if busy:
             self.progress_bar.setRange(0, 0)
 
-    def _on_yielded(self, record: Any) -> None:
-        if not is_alive(self) or self._cancel_requested:
-            return
-        now = time.monotonic()
-        if record.step < record.total and now - self._last_progress < PROGRESS_INTERVAL:
-            return
-        self._last_progress = now
+    def _on_progress(self, record: Any) -> None:
         self.progress_bar.setRange(0, max(1, record.total))
         self.progress_bar.setValue(record.step)
         self.status_label.setText(record.message)
-        pbar = getattr(self._worker, "pbar", None)
-        if pbar is not None:
-            if pbar.total != record.total:
-                pbar.total = record.total
-            pbar.update(record.step - pbar.n)
 
-    def _on_finished(self, future: concurrent.futures.Future, worker: Any) -> None:
-        if self._reporting is future:  # merged; _report resolves the future and releases
-            return
-        if not future.done():
-            future.cancel()
-        if self._worker is not worker:  # already released; a newer run may be going
-            return
-        self._worker = None
-        if not is_alive(self):
-            return
-        self._set_busy(False)
-        if future.cancelled():
+    def _on_cancelled(self, future: concurrent.futures.Future) -> None:
+        future.cancel()
+        if is_alive(self):
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
             self.status_label.setText("Cancelled; the labels were not changed.")
 
-    def _on_errored(self, exc: BaseException, future: concurrent.futures.Future) -> None:
-        from napari_fcnseg.core.store import ModelError
-
-        self._fail(future, str(exc) if isinstance(exc, ModelError)
-                   else f"Segmentation failed: {exc}")
-
-    def _on_returned(self, outcome: SegmentOutcome, request: dict, models_version: int,
-                     future: concurrent.futures.Future) -> None:
+    def _on_returned(self, outcome: SegmentOutcome, request: dict, models_version: int) -> None:
         if outcome.loaded is not None and models_version == self._models_version:
             self._models[request["model"]] = outcome.loaded  # the store did not change meanwhile
-        if self._cancel_requested or future.done() or not is_alive(self):
+        future = self.job.future
+        if self.job.cancelled or future is None or future.done() or not is_alive(self):
             return
         try:
             merged = merge_into_layers(self.viewer, outcome, **request)
         except Exception as exc:  # any failure becomes a notification, never a crash
-            self._fail(future, f"Could not write the segmentation: {exc}")
+            self.job.reject(f"Could not write the segmentation: {exc}")
             return
         # what "Undo overwrite" puts back is always the latest run's (a run that replaced
         # nothing of the person's leaves nothing to undo)
@@ -436,14 +401,13 @@ class SegmentWidget(QWidget):
         elif merged.written:
             self._undo = None
         self.cancel_button.setEnabled(False)  # the labels are written: too late to cancel
+        self.job.commit()
         # napari has just built the layer's visuals (most of 0.1 s on a laptop CPU): let the
         # viewer catch up before redrawing this widget (a progress bar repaints at once)
-        self._reporting = future
-        QTimer.singleShot(0, lambda: self._report(future, merged))
+        QTimer.singleShot(0, lambda: self._report(merged))
 
-    def _report(self, future: concurrent.futures.Future, merged: Merged) -> None:
-        """Show what a run wrote, release the widget, and resolve its future."""
-        self._reporting = None
+    def _report(self, merged: Merged) -> None:
+        """Show what a run wrote; its future then resolves to the slices written."""
         if is_alive(self):
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1)
@@ -454,11 +418,7 @@ class SegmentWidget(QWidget):
                 message += (f"; replaced {len(merged.undo.before)} edited/reviewed slice(s) "
                             "(Undo overwrite puts them back)")
             self.status_label.setText(message + ".")
-            self._set_busy(False)
-        # release the widget before resolving, so a caller may start the next run at once
-        self._worker = None
-        if not future.done():
-            future.set_result(merged.written)
+        self.job.resolve(merged.written)
 
     def undo_overwrite(self) -> list[int]:
         """Put back the edited/reviewed slices that the last overwriting run replaced.
