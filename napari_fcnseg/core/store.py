@@ -1,250 +1,87 @@
-"""Saving, loading and sharing segmentation models.
+"""The model store: the built-in models and the user's own, by name.
 
-:class:`ModelStore` holds the read-only bundled model (``core/weights/bundled.pt`` plus its model
-card ``bundled.json``) and the user's models: ``<root>/<name>.pt`` (a plain ``state_dict``) and
-``<root>/<name>.json`` (the model card, whose presence marks a complete model). The default
-model is named in ``<root>/default.json``. Writes are atomic (temporary file, fsync, rename);
-reads use ``torch.load(..., weights_only=True)`` and refuse files that carry pickled objects.
+:class:`ModelStore` holds the read-only built-in models (``core/weights/<name>.pt`` plus the
+model card ``<name>.json``: the U-Net ``bundled`` and the plain FCN ``fcn``) and the user's
+models: ``<root>/<name>.pt`` (a plain ``state_dict``) and ``<root>/<name>.json`` (the model card,
+whose presence marks a complete model). The default model is named in ``<root>/default.json``.
+Writes are atomic (:mod:`~napari_fcnseg.core.atomic`); reads refuse files that carry pickled
+objects (:mod:`~napari_fcnseg.core.model_files`). Naming rules live in
+:mod:`~napari_fcnseg.core.model_names`, the card in :mod:`~napari_fcnseg.core.model_card`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import pickle
-import re
 import tempfile
-import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import platformdirs
 import torch
 from torch import nn
 
 from napari_fcnseg import __version__
-from napari_fcnseg.core.nets import NetworkConfig, build_network
+from napari_fcnseg.core.atomic import atomic_write_files
+from napari_fcnseg.core.model_card import (
+    LoadedModel,
+    ModelInfo,
+    card_bytes,
+    card_to_json,
+    read_card,
+)
+from napari_fcnseg.core.model_files import (
+    FORMAT,
+    FORMAT_VERSION,
+    assemble,
+    check_card,
+    load_model_file,
+    torch_load,
+)
+from napari_fcnseg.core.model_names import (
+    BUILT_IN,
+    BUNDLED,
+    MAX_NAME_LENGTH,
+    VALID_NAME,
+    ModelError,
+    NameTakenError,
+    clean_name,
+    is_reserved,
+    numbered,
+    sanitize_name,
+)
+from napari_fcnseg.core.nets import NetworkConfig
 from napari_fcnseg.core.paths import OutputPathError, check_output_path
 
-BUNDLED = "bundled"
-FORMAT = "napari-fcnseg-model"
-FORMAT_VERSION = 1
+__all__ = [
+    "BUILT_IN", "BUNDLED", "ENV_MODEL_DIR", "FORMAT", "FORMAT_VERSION", "MAX_NAME_LENGTH",
+    "LoadedModel", "ModelError", "ModelInfo", "ModelStore", "NameTakenError", "sanitize_name",
+]
+
 ENV_MODEL_DIR = "NAPARI_FCNSEG_MODEL_DIR"
-MAX_NAME_LENGTH = 64
 _DEFAULT_FILE = "default.json"
-_RESERVED = {BUNDLED, "default"}
-_DEVICES = {"con", "prn", "aux", "nul"}  # Windows device names, also with any extension
-_VALID = re.compile(r"(?!.*\.\.)[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
-_REFUSED = re.compile(r"unsupported (global|class)|allowed global", re.IGNORECASE)
 
 logger = logging.getLogger(__name__)
 
 
-class ModelError(ValueError):
-    """A model cannot be found, read, written or used; the message says why in plain words."""
+def _bytes_writer(data: bytes):
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return write
 
 
-class NameTakenError(ModelError):
-    """The model name is already used (possibly by a save that won a race)."""
-
-
-@dataclass
-class LoadedModel:
-    """A network ready for inference, with its model card.
-
-    Attributes
-    ----------
-    net : torch.nn.Module
-        Built from ``metadata["network"]``, weights loaded, in eval mode, on the CPU.
-    metadata : dict
-        The model card (``"name"``, ``"classes"``, ``"network"``, ``"created"``, ...).
-    """
-
-    net: nn.Module
-    metadata: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        """The model's name."""
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names; index ``i`` names label value ``i`` (0 is background)."""
-        return list(self.metadata.get("classes", []))
-
-
-@dataclass
-class ModelInfo:
-    """A model listed by the store, without its weights.
-
-    Attributes
-    ----------
-    name : str
-        Store name.
-    metadata : dict
-        The model card.
-    bundled : bool
-        True for the read-only bundled model.
-    available : bool
-        False when the weights file is missing, so loading will fail.
-    """
-
-    name: str
-    metadata: dict[str, Any]
-    bundled: bool
-    available: bool = True
-
-
-def _clean(name: str) -> str:
-    text = unicodedata.normalize("NFKD", str(name))
-    text = "".join(c for c in text if not unicodedata.combining(c))  # drop accents
-    text = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", text)).strip("._-")
-    text = text[:MAX_NAME_LENGTH].rstrip("._-")
-    if not text:
-        raise ModelError(f"{name!r} is not a usable model name: use letters, digits, '-', '_', '.'")
-    return text
-
-
-def _is_reserved(name: str) -> bool:
-    return name.casefold() in _RESERVED or name.split(".")[0].casefold() in _DEVICES
-
-
-def sanitize_name(name: str) -> str:
-    """Turn ``name`` into a safe model name.
-
-    Accents are dropped, runs of other characters become ``_``, runs of dots collapse to one and
-    leading/trailing ``.``, ``-``, ``_`` are removed: the result is 1 to 64 letters, digits,
-    ``-``, ``_`` and ``.`` and can never point outside the store folder.
-
-    Raises
-    ------
-    ModelError
-        If nothing usable remains, or the result is reserved (``"bundled"``, ``"default"``).
-    """
-    text = _clean(name)
-    if _is_reserved(text):
-        raise ModelError(f"{text!r} is a reserved name; please choose another model name")
-    return text
-
-
-def _to_json(metadata: Any, what: str) -> dict[str, Any]:
-    if not isinstance(metadata, dict):
-        raise ModelError(f"metadata for {what} must be a dict, not {type(metadata).__name__}")
-
-    def default(obj: Any) -> Any:  # numpy arrays and scalars, tensors
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        raise TypeError(f"{type(obj).__name__} is not JSON-compatible")
-
-    try:
-        return json.loads(json.dumps(metadata, default=default))
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"metadata for {what} cannot be stored as JSON: {exc}") from exc
-
-
-def _dumps(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, indent=2).encode("utf-8")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelError(f"cannot read model card {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ModelError(f"model card {path} is corrupt (not valid JSON): {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"model card {path} is corrupt: expected a JSON object")
-    return data
-
-
-def _write_files(files: list[tuple[Path, Callable[[IO[bytes]], Any]]]) -> None:
-    """Stage every file to a temporary file beside it, fsync, then move them all into place."""
-    staged: list[str] = []
-    try:
-        for path, writer in files:
-            with tempfile.NamedTemporaryFile(
-                delete=False, dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp"
-            ) as tmp:
-                staged.append(tmp.name)
-                writer(tmp)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-        for tmp_name, (path, _) in zip(staged, files, strict=True):
-            os.replace(tmp_name, path)
-    except BaseException:
-        for tmp_name in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
-        raise
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if _REFUSED.search(str(exc)):
-            raise ModelError(
-                f"{path} was refused for safety: it contains code or objects that are not "
-                "network weights. Only load model files from sources you trust."
-            ) from exc
-        raise ModelError(f"{path} is corrupt or not a PyTorch weights file") from exc
-    except Exception as exc:  # torch raises many exception types for damaged files
-        raise ModelError(
-            f"{path} is empty, truncated, corrupt or not a PyTorch weights file "
-            f"({type(exc).__name__})"
-        ) from exc
-
-
-def _check_card(metadata: dict[str, Any], source: object) -> NetworkConfig:
-    network, classes = metadata.get("network"), metadata.get("classes")
-    if not isinstance(network, dict):
-        raise ModelError(f"the model card of {source} has no 'network' description")
-    try:
-        config = NetworkConfig.from_dict(network)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"the model card of {source} has invalid network settings: {exc}") from exc
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ModelError(f"the model card of {source} needs 'classes', a list of class names")
-    if len(classes) != config.num_classes:
-        raise ModelError(
-            f"the model card of {source} names {len(classes)} classes but the network has "
-            f"{config.num_classes} outputs"
-        )
-    return config
-
-
-def _assemble(state_dict: Any, metadata: dict[str, Any], source: object) -> LoadedModel:
-    config = _check_card(metadata, source)
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
-    ):
-        raise ModelError(f"{source} does not contain network weights")
-    with torch.device("meta"):  # no random initialisation: the weights replace it anyway
-        net = build_network(config)
-    try:
-        net.load_state_dict(state_dict, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelError(
-            f"the weights in {source} do not fit the network described in its model card "
-            f"(architecture mismatch): {' '.join(str(exc).split())[:400]}"
-        ) from exc
-    return LoadedModel(net.eval(), metadata)
+def _torch_writer(obj: Any):
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+    return write
 
 
 class ModelStore:
-    """The bundled model plus the user's saved models.
+    """The built-in models plus the user's saved models.
 
     Parameters
     ----------
@@ -252,7 +89,9 @@ class ModelStore:
         Folder of user models, created on the first write. Default: ``$NAPARI_FCNSEG_MODEL_DIR``
         if set, else ``<user data dir>/napari-fcnseg/models``.
     bundled_dir : str or Path, optional
-        Folder holding ``bundled.pt`` and ``bundled.json``; default ``core/weights``.
+        Folder holding the built-in models' ``<name>.pt`` and ``<name>.json``; default
+        ``core/weights``. ``bundled`` is always listed; another built-in model only when its
+        card is there.
     """
 
     def __init__(self, root: str | Path | None = None, bundled_dir: str | Path | None = None):
@@ -263,14 +102,16 @@ class ModelStore:
         self.bundled_dir = Path(bundled_dir) if bundled_dir else Path(__file__).parent / "weights"
 
     def _pt(self, name: str) -> Path:
-        return self.bundled_dir / "bundled.pt" if name == BUNDLED else self.root / f"{name}.pt"
+        folder = self.bundled_dir if name in BUILT_IN else self.root
+        return folder / f"{name}.pt"
 
     def _json(self, name: str) -> Path:
-        return self.bundled_dir / "bundled.json" if name == BUNDLED else self.root / f"{name}.json"
+        folder = self.bundled_dir if name in BUILT_IN else self.root
+        return folder / f"{name}.json"
 
     def _info(self, name: str, action: str = "") -> ModelInfo:
-        if action and name == BUNDLED:
-            raise ModelError(f"the bundled model cannot be {action}")
+        if action and name in BUILT_IN:
+            raise ModelError(f"the built-in model {name!r} cannot be {action}")
         for info in self.list():
             if info.name == name:
                 return info
@@ -283,26 +124,33 @@ class ModelStore:
                 return existing
         return name if name != ignore and self._json(name).exists() else None
 
+    def _built_in(self) -> list[ModelInfo]:
+        infos = []
+        for name in BUILT_IN:
+            card = self._json(name)
+            if name != BUNDLED and not card.is_file():
+                continue
+            try:
+                meta = read_card(card) if card.is_file() else {}
+            except ModelError as exc:
+                logger.warning("%s", exc)
+                meta = {}
+            infos.append(ModelInfo(name, {**meta, "name": name}, True, self._pt(name).is_file()))
+        return infos
+
     def list(self) -> list[ModelInfo]:
-        """List the bundled model first, then user models by creation time.
+        """List the built-in models first, then user models by creation time.
 
         A user model whose card cannot be read is skipped with a logged warning.
         """
-        try:
-            card = self._json(BUNDLED)
-            bundled = _read_json(card) if card.is_file() else {}
-        except ModelError as exc:
-            logger.warning("%s", exc)
-            bundled = {}
-        available = self._pt(BUNDLED).is_file()
-        infos = [ModelInfo(BUNDLED, {**bundled, "name": BUNDLED}, True, available)]
+        infos = self._built_in()
         user: list[tuple[float, str, ModelInfo]] = []
         for path in self.root.glob("*.json") if self.root.is_dir() else []:
             name = path.stem
-            if not _VALID.fullmatch(name) or _is_reserved(name):
+            if not VALID_NAME.fullmatch(name) or is_reserved(name):
                 continue
             try:
-                meta = {**_read_json(path), "name": name}
+                meta = {**read_card(path), "name": name}
             except ModelError as exc:
                 logger.warning("skipping model %r: %s", name, exc)
                 continue
@@ -328,30 +176,14 @@ class ModelStore:
         text = str(name_or_path)
         looks_like_path = "/" in text or os.sep in text or text.endswith((".pt", ".pth"))
         if isinstance(name_or_path, Path) or (looks_like_path and text not in self.names()):
-            return self._load_file(Path(name_or_path).expanduser())
+            return load_model_file(Path(name_or_path).expanduser())
         info = self._info(text)
         if not info.available:
-            what = "bundled weights" if info.bundled else f"weights of model {text!r}"
+            what = f"{text} weights" if info.bundled else f"weights of model {text!r}"
             raise ModelError(f"{what} not found at {self._pt(text)}")
-        if info.bundled and not self._json(BUNDLED).is_file():
-            raise ModelError(f"bundled model card not found at {self._json(BUNDLED)}")
-        return _assemble(_torch_load(self._pt(text)), info.metadata, self._pt(text))
-
-    def _load_file(self, path: Path) -> LoadedModel:
-        obj = _torch_load(path)
-        if isinstance(obj, dict) and obj.get("format") == FORMAT:
-            version, meta = obj.get("format_version"), obj.get("metadata")
-            if not isinstance(version, int) or version > FORMAT_VERSION:
-                raise ModelError(f"{path} needs a newer napari-fcnseg (format {version!r})")
-            if not isinstance(meta, dict):
-                raise ModelError(f"{path} has no model card")
-            return _assemble(obj.get("state_dict"), {"name": path.stem, **meta}, path)
-        card = path.with_suffix(".json")
-        if isinstance(obj, dict) and path.suffix == ".pt" and card.is_file():
-            return _assemble(obj, {**_read_json(card), "name": path.stem}, path)
-        raise ModelError(
-            f"{path} is not a napari-fcnseg model file (export one from napari-fcnseg to share it)"
-        )
+        if info.bundled and not self._json(text).is_file():
+            raise ModelError(f"{text} model card not found at {self._json(text)}")
+        return assemble(torch_load(self._pt(text)), info.metadata, self._pt(text))
 
     def save(
         self, net: nn.Module, name: str, metadata: dict[str, Any], overwrite: bool = False
@@ -371,24 +203,22 @@ class ModelStore:
         config = getattr(net, "config", None)
         if not isinstance(config, NetworkConfig):
             raise ModelError("the network has no 'config'; build it with nets.build_network")
-        meta = _to_json(metadata, f"model {name!r}")
+        meta = card_to_json(metadata, f"model {name!r}")
         created = datetime.now(UTC).isoformat()
         meta.update(name=name, created=created, version=__version__, network=config.to_dict())
-        _check_card(meta, f"model {name!r}")
+        check_card(meta, f"model {name!r}")
         existing = self._taken(name)
         if existing is not None and (not overwrite or existing != name):
             raise NameTakenError(f"a model named {existing!r} already exists; choose another name")
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         self.root.mkdir(parents=True, exist_ok=True)
         if overwrite:
-            _write_files([
-                (self._pt(name), lambda f: torch.save(state, f)),
-                (self._json(name), lambda f: f.write(_dumps(meta))),
-            ])
+            atomic_write_files([(self._pt(name), _torch_writer(state)),
+                                (self._json(name), _bytes_writer(card_bytes(meta)))])
             return ModelInfo(name, meta, False)
-        self._claim(name, _dumps(meta))  # atomic across processes: one save wins a name
+        self._claim(name, card_bytes(meta))  # atomic across processes: one save wins a name
         try:
-            _write_files([(self._pt(name), lambda f: torch.save(state, f))])
+            atomic_write_files([(self._pt(name), _torch_writer(state))])
         except BaseException:
             self._json(name).unlink(missing_ok=True)
             raise
@@ -455,10 +285,8 @@ class ModelStore:
             raise ModelError(f"weights of model {old!r} not found at {self._pt(old)}")
         was_default = self._read_default() == old
         meta, weights = {**info.metadata, "name": new}, self._pt(old).read_bytes()
-        _write_files([
-            (self._pt(new), lambda f: f.write(weights)),
-            (self._json(new), lambda f: f.write(_dumps(meta))),
-        ])
+        atomic_write_files([(self._pt(new), _bytes_writer(weights)),
+                            (self._json(new), _bytes_writer(card_bytes(meta)))])
         self._json(old).unlink(missing_ok=True)
         self._pt(old).unlink(missing_ok=True)
         if was_default:
@@ -483,7 +311,7 @@ class ModelStore:
             raise ModelError(str(exc)) from None
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
                    "metadata": loaded.metadata, "state_dict": loaded.net.state_dict()}
-        _write_files([(dest, lambda f: torch.save(payload, f))])
+        atomic_write_files([(dest, _torch_writer(payload))])
         return dest
 
     def import_model(self, path: str | Path, name: str | None = None) -> ModelInfo:
@@ -492,7 +320,7 @@ class ModelStore:
         The original name, creation time and version are kept in ``metadata["imported"]``.
         """
         path = Path(path).expanduser()
-        loaded = self._load_file(path)
+        loaded = load_model_file(path)
         meta = dict(loaded.metadata)
         origin = {k: meta[k] for k in ("name", "created", "version") if k in meta}
         meta["imported"] = {"file": path.name, **origin}
@@ -508,7 +336,7 @@ class ModelStore:
     def _read_default(self) -> str | None:
         path = self.root / _DEFAULT_FILE
         try:
-            name = _read_json(path).get("default") if path.is_file() else None
+            name = read_card(path).get("default") if path.is_file() else None
         except ModelError:
             return None
         return name if isinstance(name, str) else None
@@ -524,8 +352,8 @@ class ModelStore:
         if name == BUNDLED:
             return self.reset()
         self.root.mkdir(parents=True, exist_ok=True)
-        data = _dumps({"default": name})
-        _write_files([(self.root / _DEFAULT_FILE, lambda f: f.write(data))])
+        data = card_bytes({"default": name})
+        atomic_write_files([(self.root / _DEFAULT_FILE, _bytes_writer(data))])
 
     def reset(self) -> None:
         """Make the bundled model the default again."""
@@ -533,17 +361,5 @@ class ModelStore:
 
     def unique_name(self, stem: str) -> str:
         """Return ``stem`` cleaned up, with ``-2``, ``-3`` ... appended if taken or reserved."""
-        base = _clean(stem)
-        if _is_reserved(base) and "." in base:  # e.g. "nul.x": a suffix would not help
-            base = base.replace(".", "_", 1)
         taken = {n.casefold() for n in self.names()}
-        candidate, i = base, 2
-        while (
-            _is_reserved(candidate)
-            or candidate.casefold() in taken
-            or self._json(candidate).exists()
-        ):
-            suffix = f"-{i}"
-            candidate = base[: MAX_NAME_LENGTH - len(suffix)].rstrip("._-") + suffix
-            i += 1
-        return candidate
+        return numbered(clean_name(stem), taken, lambda name: self._json(name).exists())

@@ -10,11 +10,8 @@ in the destination folder that is renamed over the destination only once complet
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_fcnseg.core.atomic import atomic_write as core_atomic_write
 from napari_fcnseg.core.paths import OutputPathError, check_output_path
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
@@ -183,17 +181,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         check_output_path(path)
     except OutputPathError as exc:
         raise ImageWriteError(str(exc).removeprefix(f"{path}: "), path) from None
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{full_suffix(path)}"
     try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, ImageWriteError) or not isinstance(exc, Exception):
-            raise
+        core_atomic_write(path, write)
+    except ImageWriteError:
+        raise
+    except Exception as exc:
         raise ImageWriteError(f"{type(exc).__name__}: {exc}", path) from exc
     return path
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_fcnseg.core.model_card import describe_card as describe
+from napari_fcnseg.core.model_card import dice_text as _dice
+from napari_fcnseg.core.model_card import slice_count as _slices
+
 from ._common import is_alive, notify_error, notify_info
 from .session import models_changed
 
@@ -32,58 +35,6 @@ if TYPE_CHECKING:
 COLUMNS = ("Name", "Parent", "Slices", "Held-out Dice")
 MODEL_FILTER = "napari-fcnseg model (*.pt);;All files (*)"
 NAME_ROLE = Qt.ItemDataRole.UserRole
-
-
-def _when(text: Any) -> str:
-    """An ISO time stamp as a local date 'YYYY-MM-DD', or '' when absent."""
-    try:
-        return datetime.fromisoformat(str(text)).astimezone().strftime("%Y-%m-%d")
-    except (TypeError, ValueError):
-        return ""
-
-
-def _dice(scores: Any) -> str:
-    """Per-class Dice as a short text: the mean, with every class in brackets."""
-    if not isinstance(scores, dict) or not scores:
-        return ""
-    try:
-        values = {str(k): float(v) for k, v in scores.items()}
-    except (TypeError, ValueError):
-        return ""
-    mean = sum(values.values()) / len(values)
-    return f"{mean:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in values.items()) + ")"
-
-
-def _slices(meta: dict) -> str:
-    count = meta.get("num_annotated_slices")
-    if count is None and isinstance(meta.get("slices"), list):
-        count = len(meta["slices"])
-    return "" if count is None else str(count)
-
-
-def describe(meta: dict) -> str:
-    """A few lines describing a model card, for the details label."""
-    lines = [f"Classes: {', '.join(meta.get('classes', [])) or 'unknown'}"]
-    if _when(meta.get("created")):
-        lines.append(f"Created: {_when(meta.get('created'))}")
-    if meta.get("parent"):
-        lines.append(f"Fine-tuned from: {meta['parent']}")
-    if _slices(meta):
-        lines.append(f"Trained on {_slices(meta)} slice(s), {meta.get('steps', '?')} steps")
-    for key, label in (("dice_before", "Starting model on the annotated slices"),
-                       ("dice_after", "Fine-tuned, on annotated slices it did not train on"),
-                       ("dice_train", "Fine-tuned, on its own training slices")):
-        if _dice(meta.get(key)):
-            lines.append(f"{label}: {_dice(meta.get(key))}")
-    if meta.get("dice_after_measured_on"):
-        lines.append(f"Held-out Dice: {meta['dice_after_measured_on']}")
-    if meta.get("improved") is False:
-        lines.append("Not better than its parent on held-out slices: kept, but not selected.")
-    imported = meta.get("imported")
-    if isinstance(imported, dict):
-        lines.append(f"Imported from {imported.get('file', '?')} "
-                     f"(was '{imported.get('name', '?')}')")
-    return "\n".join(lines)
 
 
 class ModelsWidget(QWidget):

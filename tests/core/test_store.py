@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_fcnseg
+from napari_fcnseg.core import model_names
 from napari_fcnseg.core import store as store_mod
 from napari_fcnseg.core.nets import NetworkConfig, build_network
 from napari_fcnseg.core.store import (
@@ -417,7 +418,7 @@ def test_sanitized_names_stay_inside_the_store(raw):
     except ModelError:
         return
     assert 1 <= len(name) <= 64
-    assert store_mod._VALID.fullmatch(name)
+    assert model_names.VALID_NAME.fullmatch(name)
     assert os.path.normpath(root / f"{name}.json") == str(root / f"{name}.json")
     assert (root / f"{name}.pt").parent == root
     assert sanitize_name(name) == name
