@@ -144,12 +144,12 @@ def test_empty_model_name_is_refused_not_replaced_by_the_default(store, scan, tm
 
 def test_a_failed_probabilities_write_leaves_no_labels_behind(store, scan, tmp_path, capsys,
                                                               monkeypatch):
-    import napari_fcnseg.cli as cli
+    import napari_fcnseg.cli.predict as cli_predict
 
     def full_disk(path, probabilities):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(cli, "_write_probabilities", full_disk)
+    monkeypatch.setattr(cli_predict, "_write_probabilities", full_disk)
     code, _, err = _run(capsys, "predict", scan, tmp_path / "o.tif", "--probabilities",
                         tmp_path / "p.tif")
     assert code != 0 and "No space left" in err

@@ -1,0 +1,228 @@
+"""``napari-fcnseg predict``: one image, or every case of a folder (serially or on Dask)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._common import EXIT_INTERRUPTED, CliError, _drive, _load_model, _read
+
+
+def _check_segmentable(volume) -> None:
+    from ..cohort import unsegmentable
+
+    problem = unsegmentable(volume)
+    if problem:
+        raise CliError(f"{volume.path.name}: {problem}")
+
+
+def _output_path(case: Path, out_dir: Path, fmt: str = "auto") -> Path:
+    if fmt == "dicom-seg":
+        stem = case.name[:-4] if case.name.lower().endswith(".dcm") else case.name
+        return out_dir / f"{stem}_seg.dcm"
+    name = case.name
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm"):
+        if name.lower().endswith(suffix):
+            stem = name[: -len(suffix)]
+            ext = ".nii.gz" if suffix.startswith(".nii") else ".tif"
+            return out_dir / f"{stem}_labels{ext}"
+    return out_dir / f"{name}_labels.nii.gz" if case.is_dir() else out_dir / f"{name}_labels.tif"
+
+
+def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
+    from ..core.predict import predict_iter
+    from ..io import write_labels
+
+    volume = _read(src)
+    _check_segmentable(volume)
+    if len(volume.series) > 1:
+        used = volume.series[0]
+        print(f"note: {src.name} holds {len(volume.series)} DICOM series; segmented "
+              f"'{used.get('description') or used.get('uid')}' ({used.get('n_slices')} slices). "
+              "To pick another, give one of its files as the input.", file=sys.stderr)
+    from ..cohort import case_modality
+
+    modality = case_modality(args.modality, volume)
+    work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
+                        batch_size=args.batch_size,
+                        probabilities="uint8" if args.probabilities else None)
+    result = _drive(work, f"segmenting {src.name}", position)
+    from .. import __version__
+
+    existed = dst.exists()
+    write_labels(dst, result.labels, like=volume, class_names=list(model.class_names),
+                 model_name=str(model.metadata.get("name", "")), software_version=__version__)
+    if args.probabilities:
+        try:
+            _write_probabilities(Path(args.probabilities), result.probabilities)
+        except BaseException:
+            if not existed:  # a failed run leaves neither of its outputs behind
+                dst.unlink(missing_ok=True)
+            raise
+
+
+def _write_probabilities(path: Path, probabilities) -> None:
+    """Write (class, ...) uint8 probabilities as an ImageJ hyperstack TIFF, atomically."""
+    import tifffile
+
+    from ..io.volume import atomic_write
+
+    axes = "CZYX"[-probabilities.ndim:] if probabilities.ndim <= 4 else None
+    if axes is None:
+        raise CliError("--probabilities supports 2D and 3D images only")
+    data = probabilities if "Z" in axes else probabilities[:, None]
+    data = data.transpose(1, 0, 2, 3)  # ImageJ order: Z, C, Y, X
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, data, imagej=True,
+                                                     metadata={"axes": "ZCYX"}))
+
+
+def _check_outputs(src: Path, dst: Path, probabilities: str | None,
+                   inputs: Sequence[Path] = ()) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or cannot be written."""
+    from ..core.paths import OutputPathError, check_output_path
+
+    outputs = [dst] + ([Path(probabilities)] if probabilities else [])
+    for out in outputs:
+        if not out.parent.is_dir():
+            raise CliError(f"{out}: the folder '{out.parent}' does not exist")
+        try:
+            check_output_path(out, [src, *inputs])
+        except OutputPathError as exc:
+            raise CliError(str(exc)) from None
+    if probabilities and Path(probabilities).resolve() == dst.resolve():
+        raise CliError(f"{dst}: the labels and --probabilities would be the same file")
+    if probabilities and Path(probabilities).suffix.lower() not in (".tif", ".tiff"):
+        raise CliError(f"{probabilities}: --probabilities writes a TIFF; give it a .tif name")
+
+
+def cmd_predict(args) -> int:
+    """Segment one image, or every case in a folder."""
+    from ..io import is_supported
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise CliError(f"{src}: no such file or folder")
+    model = _load_model(args.model)
+    cases = None
+    if src.is_dir() and not _is_dicom_folder(src):
+        cases = sorted(p for p in src.iterdir() if is_supported(p))
+        if not cases:
+            raise CliError(f"{src}: the folder holds no TIFF, NIfTI or DICOM images")
+    if cases is None:
+        if dst.is_dir():
+            dst = _output_path(src, dst, args.format)
+        elif args.format == "dicom-seg" and dst.suffix.lower() != ".dcm":
+            raise CliError(f"{dst}: --format dicom-seg writes a .dcm file; name it so")
+        _check_outputs(src, dst, args.probabilities)
+        _predict_one(model, src, dst, args)
+        print(f"wrote {dst}")
+        return 0
+    if args.probabilities:
+        raise CliError("--probabilities works with a single input image, not a folder")
+    return _predict_cohort(model, cases, dst, args)
+
+
+def _predict_cohort(model, cases: list[Path], dst: Path, args) -> int:
+    """Segment every case of a folder, serially or as Dask tasks (see napari_fcnseg.cohort)."""
+    from tqdm import tqdm
+
+    from ..cohort import CaseOptions, model_payload, segment_case, threads_per_worker
+
+    dst.mkdir(parents=True, exist_ok=True)
+    outputs = {_output_path(c, dst, args.format).resolve(): c for c in cases}
+    failed, jobs = [], []
+    for case in cases:  # refuse unsafe outputs before any work
+        out = _output_path(case, dst, args.format)
+        try:
+            source = outputs.get(case.resolve())
+            if source is not None and source != case:  # e.g. predict DIR DIR, run twice
+                raise CliError(f"it is where the labels of {source.name} go, not a scan")
+            _check_outputs(case, out, None, inputs=cases)
+            jobs.append((str(case), str(out)))
+        except (ValueError, OSError, CliError) as err:
+            failed.append(case.name)
+            print(f"skipped {case.name}: {err}", file=sys.stderr)
+    payload = model_payload(model)
+    distributed = args.workers is not None or args.scheduler is not None
+    options = CaseOptions(args.modality, args.device, args.batch_size,
+                          threads_per_worker(args.workers or 1) if distributed else None)
+    outer = tqdm(total=len(jobs), desc="cases", unit="case", file=sys.stderr,
+                 dynamic_ncols=True)
+
+    def report(job: tuple[str, str], outcome: tuple[str, str]) -> None:
+        status, detail = outcome
+        outer.update(1)
+        if status == "wrote":
+            outer.write(f"wrote {detail}", file=sys.stdout)
+        else:
+            failed.append(Path(job[0]).name)
+            outer.write(f"skipped {Path(job[0]).name}: {detail}", file=sys.stderr)
+
+    try:
+        if distributed:
+            _run_distributed(payload, jobs, options, args, report)
+        else:
+            for job in jobs:
+                name = f"segmenting {Path(job[0]).name}"
+                report(job, _drive_case(segment_case, payload, job, options, name))
+    except KeyboardInterrupt:
+        outer.close()
+        print(f"napari-fcnseg: interrupted; {outer.n} case(s) were done before, the rest "
+              "were not written (no partial file)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    outer.close()
+    print(f"segmented {len(cases) - len(failed)} of {len(cases)} cases")
+    return 1 if failed else 0
+
+
+def _drive_case(segment_case, payload, job, options, label: str):
+    """One case in this process, with its own progress bar under the cases bar."""
+    from tqdm import tqdm
+
+    with tqdm(desc=label, unit="batch", leave=False, position=1, file=sys.stderr,
+              dynamic_ncols=True, mininterval=0.5) as bar:
+        def update(record) -> None:
+            bar.total, bar.n = record.total, record.step
+            bar.refresh()
+
+        return segment_case(payload, job[0], job[1], options, update)
+
+
+def _run_distributed(payload, jobs, options, args, report) -> None:
+    """Run the jobs as Dask tasks on an embedded LocalCluster or the cluster at --scheduler."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CliError("--workers and --scheduler need Dask: pip install "
+                       "'napari-fcnseg[cluster]'") from None
+    from ..cohort import local_client, run_on_dask
+
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, not {args.workers}")
+    try:
+        client = Client(args.scheduler, timeout=10) if args.scheduler else local_client(
+            args.workers)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CliError(f"cannot reach the Dask scheduler {args.scheduler}: {exc}") from None
+    try:
+        for i, outcome in run_on_dask(client, payload, jobs, options):
+            report(jobs[i], outcome)
+    finally:
+        cluster = None if args.scheduler else client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    for p in sorted(path.iterdir())[:50]:
+        if p.is_file():
+            try:
+                with open(p, "rb") as fh:
+                    head = fh.read(132)
+            except OSError:
+                continue
+            if head[128:132] == b"DICM" or p.suffix.lower() == ".dcm":
+                return True
+    return False
