@@ -23,10 +23,11 @@ from qtpy.QtWidgets import (
 
 from napari_fcnseg.core.review import METADATA_KEY, protected_slices, slice_count
 
-from ._common import fail_future, is_alive, notify_info
+from ._common import is_alive, notify_info
 from ._finetune_form import STROKES_ONLY, FinetuneForm, parse_class_names
 from ._finetune_job import copy_training_labels, finetune_work
 from ._finetune_report import dice_table, verdict
+from ._job import BackgroundJob
 from ._model_combo import ModelCombo
 from ._slice_review import FinetuneError, SliceReviewWidget
 from ._strokes import StrokeTracker, strokes_only
@@ -70,11 +71,6 @@ class FinetuneWidget(SliceReviewWidget):
         super().__init__(napari_viewer)
 
         self.session = session_for(napari_viewer)
-        self._worker: Any = None
-        self._future: concurrent.futures.Future | None = None
-        self._cancelled = False
-        self._error: str | None = None
-        self._saved: str | None = None
         self._t_first: float | None = None
         self._last_model: str | None = None
         self._auto_name = ""
@@ -99,6 +95,10 @@ class FinetuneWidget(SliceReviewWidget):
         self.result_label.setTextFormat(Qt.TextFormat.RichText)
         self.result_label.setWordWrap(True)
         self.resegment_button = QPushButton("Re-segment unreviewed slices", enabled=False)
+        self.job = BackgroundJob(
+            self, FinetuneError, self.status_label, set_busy=self._set_busy,
+            on_progress=self._on_progress, on_cancelled=self._on_cancelled,
+            describe_error=lambda exc: f"Fine-tuning failed: {str(exc) or 'no result came back'}")
 
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.finetune_button)
@@ -150,11 +150,7 @@ class FinetuneWidget(SliceReviewWidget):
     @property
     def busy(self) -> bool:
         """True while fine-tuning runs."""
-        return self._worker is not None
-
-    def _fail(self, future: concurrent.futures.Future, message: str) -> concurrent.futures.Future:
-        label = self.status_label if is_alive(self) else None
-        return fail_future(future, message, FinetuneError, label)
+        return self.job.busy
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""
@@ -243,61 +239,44 @@ class FinetuneWidget(SliceReviewWidget):
             was refused or training failed, and :class:`FinetuneCancelled` after :meth:`cancel`.
             Problems are also shown as notifications; the labels are never changed.
         """
-        from napari.qt.threading import create_worker
-
         from napari_fcnseg.core.finetune import total_steps
 
-        future: concurrent.futures.Future = concurrent.futures.Future()
         if self.busy:
-            return self._fail(future, "Fine-tuning is already running; wait or cancel it.")
+            return self.job.refuse("Fine-tuning is already running; wait or cancel it.")
         try:
             job = self._prepare()
         except FinetuneError as exc:
-            return self._fail(future, str(exc))
+            return self.job.refuse(str(exc))
         self._name_classes(job["class_names"])
-        keys = ("slices", "class_names", "settings", "modality", "ignore_label")
-        worker = create_worker(
-            finetune_work, job["base"], job["image"], job["labels"],
-            **{k: job[k] for k in keys}, _ignore_errors=True,
-            _progress={"total": total_steps(job["settings"], len(job["slices"])),
-                       "desc": f"Fine-tuning {job['name']}"})
-        # closures, not bound methods: Qt drops connections to a deleted widget, and the
-        # future must resolve even when the dock (or the viewer) is closed mid-round
-        worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(lambda result: self._on_returned(result, job))
-        worker.errored.connect(lambda exc: self._on_errored(exc))
-        worker.aborted.connect(self._on_aborted)  # also when cancelled from the activity dock
-        worker.finished.connect(lambda: self._on_finished())
-        self._worker, self._future, self._cancelled = worker, future, False
-        self._error = self._saved = self._t_first = None
+        total = total_steps(job["settings"], len(job["slices"]))
+        self._t_first = None
         self.loss_plot.clear()
         self.loss_plot.set_total(job["settings"].steps)
         self.result_label.clear()
-        self.progress_bar.setRange(0, total_steps(job["settings"], len(job["slices"])))
+        self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(0)
-        self._set_busy(True)
+        keys = ("slices", "class_names", "settings", "modality", "ignore_label")
+        future = self.job.start(
+            finetune_work, job["base"], job["image"], job["labels"],
+            **{k: job[k] for k in keys}, total=total, desc=f"Fine-tuning {job['name']}",
+            on_returned=lambda result: self._on_returned(result, job))
         self.status_label.setText(f"Fine-tuning '{job['base']}' on {len(job['slices'])} "
                                   "slice(s)...")
-        worker.start()
         return future
 
     def cancel(self) -> None:
-        """Stop fine-tuning after the current step: nothing is saved, the labels are untouched."""
-        if self._worker is None or self._saved is not None:
-            return
-        self._cancelled = True
-        self._worker.quit()
-        self.status_label.setText("Cancelling...")
+        """Stop fine-tuning after the current step: nothing is saved, the labels are untouched.
+
+        Once the model is being saved it is too late, and nothing happens.
+        """
+        self.job.cancel()
 
     def _set_busy(self, busy: bool) -> None:
         self.finetune_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        if busy:
-            self.resegment_button.setEnabled(False)
+        self.resegment_button.setEnabled(not busy and self._last_model is not None)
 
-    def _on_yielded(self, record: Any) -> None:
-        if not is_alive(self) or self._cancelled:
-            return
+    def _on_progress(self, record: Any) -> None:
         if record.loss is None:
             self.status_label.setText(record.message.capitalize() + "...")
             return
@@ -316,28 +295,26 @@ class FinetuneWidget(SliceReviewWidget):
         self.loss_plot.add_point(record.step, record.loss, record.dice)
         self.status_label.setText(f"Step {record.step} of {record.total}, {eta}.")
 
-    def _on_errored(self, exc: BaseException) -> None:
-        self._error = str(exc)
-
     def _on_returned(self, result: Any, job: dict[str, Any]) -> None:
         """Save the fine-tuned model (main thread); the future resolves when the worker ends."""
         from napari_fcnseg.core.store import ModelError, ModelStore
 
-        if self._cancelled:
+        if self.job.cancelled:
             return
         meta = {**result.metadata(parent=job["base"]), "image": job["image_name"]}
         try:
-            self._saved = ModelStore().save(result.net, job["name"], meta).name
+            saved = ModelStore().save(result.net, job["name"], meta).name
         except (ModelError, OSError) as exc:
-            self._error = f"the model could not be saved: {exc}"
+            self.job.reject(f"Fine-tuning failed: the model could not be saved: {exc}")
             return
+        self.job.resolve(saved)
         models_changed.emit()
         # a model that is not better on held-out slices is kept, but not used for segmenting
-        self._last_model = job["base"] if result.improved is False else self._saved
+        self._last_model = job["base"] if result.improved is False else saved
         self.session.select_model(self._last_model)  # the Segment widget follows
         if result.stopped:
             notify_info(f"Fine-tuning stopped early: {result.stopped}.")
-        message = verdict(result, job["base"], self._saved)
+        message = verdict(result, job["base"], saved)
         if result.improved is False:
             notify_info(message)
         if is_alive(self):
@@ -346,29 +323,12 @@ class FinetuneWidget(SliceReviewWidget):
             self.name_edit.clear()
             self._propose_name()  # a fresh name for the next round
 
-    def _on_aborted(self) -> None:
+    def _on_cancelled(self, future: concurrent.futures.Future) -> None:
+        future.set_exception(FinetuneCancelled(CANCELLED_MESSAGE))
+        notify_info(CANCELLED_MESSAGE + ".")
         if is_alive(self):
-            self.cancel()
-        else:
-            self._cancelled = True
-
-    def _on_finished(self) -> None:
-        future, self._worker = self._future, None
-        if is_alive(self):
-            self._set_busy(False)
-            self.resegment_button.setEnabled(self._last_model is not None)
-        if future is None or future.done():
-            return
-        if self._saved is not None:
-            future.set_result(self._saved)
-        elif self._cancelled:
-            future.set_exception(FinetuneCancelled(CANCELLED_MESSAGE))
-            notify_info(CANCELLED_MESSAGE + ".")
-            if is_alive(self):
-                self.status_label.setText(CANCELLED_MESSAGE + ".")
-                self.progress_bar.setValue(0)
-        else:
-            self._fail(future, f"Fine-tuning failed: {self._error or 'no result came back'}")
+            self.status_label.setText(CANCELLED_MESSAGE + ".")
+            self.progress_bar.setValue(0)
 
     # ------------------------------------------------------------------------ re-segment
     def resegment_unreviewed(self) -> concurrent.futures.Future:
@@ -384,17 +344,17 @@ class FinetuneWidget(SliceReviewWidget):
         seg = self.session.segmenter()
         image, labels = self.image_layer, self.labels_layer
         if seg is None:
-            return self._fail(future, "Open the Segment widget to re-segment the slices.")
+            return self.job.fail(future, "Open the Segment widget to re-segment the slices.")
         if image is None or labels is None:
-            return self._fail(future, "Choose the image and its labels layer first.")
+            return self.job.fail(future, "Choose the image and its labels layer first.")
         seg.image_layer = image
         if seg.labels_layer is not labels:
-            return self._fail(future, f"The Segment widget writes the segmentation of "
+            return self.job.fail(future, f"The Segment widget writes the segmentation of "
                               f"'{image.name}' into '{image.name} labels', not into "
                               f"'{labels.name}'; rename the labels layer to re-segment it.")
         model = self._last_model or self.model_combo.currentText()
         if not seg.select_model(model):
-            return self._fail(future, f"Model '{model}' is not available.")
+            return self.job.fail(future, f"Model '{model}' is not available.")
         state = self.review_state(create=True)
         keep = set(protected_slices(np.asarray(labels.data), state))
         todo = [k for k in range(slice_count(tuple(labels.data.shape))) if k not in keep]

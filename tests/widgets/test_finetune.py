@@ -214,7 +214,7 @@ def test_cancel_saves_nothing_and_keeps_labels(qtbot, make_napari_viewer, tiny_m
     # cancelling from napari's activity dock stops the worker the same way
     future = widget.finetune()
     qtbot.waitUntil(lambda: len(widget.loss_plot) >= 1, timeout=TIMEOUT)
-    widget._worker.quit()
+    widget.job.worker.quit()  # as napari's activity dock does
     assert isinstance(_wait(qtbot, future).exception(), FinetuneCancelled)
     assert ModelStore().names() == models and not widget.busy
 
