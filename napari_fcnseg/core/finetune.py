@@ -43,6 +43,9 @@ from .training import train_iter
 #: Learning rates chosen when :attr:`FinetuneSettings.lr` is None (measured in BENCHMARKS.md).
 NEW_CLASS_LR = 2e-3
 CORRECTION_LR = 1e-3
+#: Steps and learning rate of :meth:`FinetuneSettings.from_scratch`.
+FROM_SCRATCH_STEPS = 600
+FROM_SCRATCH_LR = 3e-3
 
 
 @dataclass
@@ -105,6 +108,18 @@ class FinetuneSettings:
     def to_dict(self) -> dict:
         """Return the settings as a JSON-serialisable dict."""
         return asdict(self)
+
+    @classmethod
+    def from_scratch(cls, **overrides) -> FinetuneSettings:
+        """Settings for training an untrained network (no starting knowledge to protect).
+
+        Every layer learns at the full rate, BatchNorm statistics follow the data, there is no
+        pull towards the (random) starting weights and no head fit on random features; more
+        steps at a higher rate than a correction round. Keyword arguments override any field.
+        """
+        base = dict(steps=FROM_SCRATCH_STEPS, lr=FROM_SCRATCH_LR, encoder_lr_factor=1.0,
+                    anchor_weight=0.0, fit_head_first=False, freeze_norm_stats=False)
+        return cls(**{**base, **overrides})
 
 
 @dataclass

@@ -208,6 +208,22 @@ def build_network(config: NetworkConfig | dict[str, Any]) -> nn.Module:
     return net
 
 
+def untrained_network(arch: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """A freshly initialised network with the built-in models' settings for ``arch``.
+
+    Parameters
+    ----------
+    arch : str
+        ``"unet"`` (base 16, depth 4, BatchNorm) or ``"fcn"`` (the plain FCN).
+    num_classes : int
+        Output classes, background included.
+    in_channels : int
+        ``2 * context + 1`` input slices; 3 (one neighbour each side) like the built-in models.
+    """
+    return build_network(NetworkConfig(arch=arch, in_channels=in_channels,
+                                       num_classes=num_classes))
+
+
 def replace_head(net: nn.Module, num_classes: int) -> None:
     """Give ``net`` a freshly initialised head for ``num_classes`` classes, keeping features.
 
