@@ -7,7 +7,7 @@ generator the napari thread worker runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from napari_fcnseg.core.review import slice_index
 
 from ._common import validate_image_layer
 from ._slice_review import FinetuneError
+
+if TYPE_CHECKING:
+    from napari_fcnseg.core.store import ModelStore
 
 
 def copy_training_labels(image: Any, labels: Any, slices: list[int]
@@ -67,13 +70,14 @@ def copy_training_labels(image: Any, labels: Any, slices: list[int]
     return data, used
 
 
-def finetune_work(base: str, image: np.ndarray, labels: np.ndarray, **kwargs: Any):
-    """Generator run in the worker thread: load the base model, then fine-tune it."""
+def finetune_work(store: ModelStore, base: str, image: np.ndarray, labels: np.ndarray,
+                  **kwargs: Any):
+    """Generator run in the worker thread: load ``base`` from ``store``, then fine-tune it."""
     from napari_fcnseg.core.finetune import finetune_iter
-    from napari_fcnseg.core.store import ModelError, ModelStore
+    from napari_fcnseg.core.store import ModelError
 
     try:  # loading takes ~0.1 s: off the main thread, so the viewer does not pause
-        model = ModelStore().load(base)
+        model = store.load(base)
     except (ModelError, OSError) as exc:
         raise FinetuneError(f"Cannot load model '{base}': {exc}") from exc
     try:

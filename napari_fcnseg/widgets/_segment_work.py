@@ -7,9 +7,12 @@ Everything here runs off the main thread, so that the viewer stays responsive; t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_fcnseg.core.store import ModelStore
 
 _viewer_warmed = False
 
@@ -59,20 +62,23 @@ class SegmentOutcome:
     entropy: Any = None
 
 
-def predict_work(model: str, loaded: Any, data: Any, slices: list[int] | None, modality: str,
-                  probabilities: bool, device: str, batch_size: int | None,
-                  uncertainty_layer: bool = False):
-    """Generator run in the worker thread: load the model if needed, normalise, predict, hash."""
+def predict_work(store: ModelStore, model: str, loaded: Any, data: Any,
+                 slices: list[int] | None, modality: str, probabilities: bool, device: str,
+                 batch_size: int | None, uncertainty_layer: bool = False):
+    """Generator run in the worker thread: load the model if needed, normalise, predict, hash.
+
+    ``model`` is loaded from ``store`` unless ``loaded`` (the widget's copy of it) is given.
+    """
     from napari_fcnseg.core.normalize import fit_normalizer
     from napari_fcnseg.core.predict import entropy_map, predict_iter
     from napari_fcnseg.core.review import slice_digests
-    from napari_fcnseg.core.store import ModelError, ModelStore
+    from napari_fcnseg.core.store import ModelError
 
     _warm_up_viewer()
     fresh = None
     if loaded is None:
         try:
-            loaded = fresh = ModelStore().load(model)
+            loaded = fresh = store.load(model)
         except (ModelError, OSError) as exc:
             raise ModelError(f"Cannot load model '{model}': {exc}") from exc
     image = np.asarray(data)

@@ -122,15 +122,15 @@ class FinetuneWidget(SliceReviewWidget):
     # ------------------------------------------------------------------------ models
     def _propose_name(self) -> None:
         """Propose a free model name, unless the user typed their own."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        from napari_fcnseg.core.store import ModelError
 
         if self.name_edit.text() not in ("", self._auto_name):
             return
-        image = self.image_layer
+        image, store = self.image_layer, self.session.store
         try:
-            self._auto_name = ModelStore().unique_name(f"{image.name}-ft" if image else "ft")
+            self._auto_name = store.unique_name(f"{image.name}-ft" if image else "ft")
         except ModelError:  # an image name with no usable character
-            self._auto_name = ModelStore().unique_name("finetuned")
+            self._auto_name = store.unique_name("finetuned")
         self.name_edit.setText(self._auto_name)
 
     def refresh_models(self) -> None:
@@ -154,12 +154,12 @@ class FinetuneWidget(SliceReviewWidget):
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""
-        from napari_fcnseg.core.store import ModelError, ModelStore, sanitize_name
+        from napari_fcnseg.core.store import ModelError, sanitize_name
 
         image, labels = self.image_layer, self.labels_layer
         slices = self.training_slices()
         data, used = copy_training_labels(image, labels, slices)
-        store, base = ModelStore(), self.model_combo.currentText()
+        store, base = self.session.store, self.model_combo.currentText()
         if not base:
             raise FinetuneError("Choose a base model to start from." if self.model_combo.count()
                                 else "No stored model is available to start from; import one "
@@ -257,7 +257,7 @@ class FinetuneWidget(SliceReviewWidget):
         self.progress_bar.setValue(0)
         keys = ("slices", "class_names", "settings", "modality", "ignore_label")
         future = self.job.start(
-            finetune_work, job["base"], job["image"], job["labels"],
+            finetune_work, self.session.store, job["base"], job["image"], job["labels"],
             **{k: job[k] for k in keys}, total=total, desc=f"Fine-tuning {job['name']}",
             on_returned=lambda result: self._on_returned(result, job))
         self.status_label.setText(f"Fine-tuning '{job['base']}' on {len(job['slices'])} "
@@ -297,13 +297,13 @@ class FinetuneWidget(SliceReviewWidget):
 
     def _on_returned(self, result: Any, job: dict[str, Any]) -> None:
         """Save the fine-tuned model (main thread); the future resolves when the worker ends."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        from napari_fcnseg.core.store import ModelError
 
         if self.job.cancelled:
             return
         meta = {**result.metadata(parent=job["base"]), "image": job["image_name"]}
         try:
-            saved = ModelStore().save(result.net, job["name"], meta).name
+            saved = self.session.store.save(result.net, job["name"], meta).name
         except (ModelError, OSError) as exc:
             self.job.reject(f"Fine-tuning failed: the model could not be saved: {exc}")
             return

@@ -261,12 +261,12 @@ class SegmentWidget(QWidget):
 
     def _model_classes(self, name: str) -> list[str]:
         """Class names of stored model ``name``, from its card; raise SegmentError if unusable."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        from napari_fcnseg.core.store import ModelError
 
         if name in self._models:
             return self._models[name].class_names
         try:
-            info = {info.name: info for info in ModelStore().list()}.get(name)
+            info = {info.name: info for info in self.session.store.list()}.get(name)
         except (ModelError, OSError) as exc:
             raise SegmentError(f"Cannot read the model store: {exc}") from exc
         if info is None:
@@ -347,7 +347,8 @@ class SegmentWidget(QWidget):
                    "overwrite": self.overwrite_check.isChecked()}
         version = self._models_version
         future = self.job.start(
-            predict_work, name, self._models.get(name), image.data, slices, modality,
+            predict_work, self.session.store, name, self._models.get(name), image.data,
+            slices, modality,
             self.probability_check.isChecked(), self.device_combo.currentText(),
             self.batch_size, self.uncertainty_check.isChecked(),
             desc=f"Segmenting {image.name}",
