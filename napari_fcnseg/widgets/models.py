@@ -27,10 +27,12 @@ from napari_fcnseg.core.model_card import dice_text as _dice
 from napari_fcnseg.core.model_card import slice_count as _slices
 
 from ._common import is_alive, notify_error, notify_info
-from .session import models_changed
+from .session import follow_models, models_changed, session_for
 
 if TYPE_CHECKING:
     import napari
+
+    from napari_fcnseg.core.store import ModelStore
 
 COLUMNS = ("Name", "Parent", "Slices", "Held-out Dice")
 MODEL_FILTER = "napari-fcnseg model (*.pt);;All files (*)"
@@ -47,12 +49,20 @@ class ModelsWidget(QWidget):
     Parameters
     ----------
     napari_viewer : napari.Viewer, optional
-        The viewer this widget is docked in (not needed to manage models).
+        The viewer this widget is docked in; its session's store is the one managed. Without
+        one, a store in the default folder is.
     """
 
     def __init__(self, napari_viewer: napari.Viewer | None = None) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.store: ModelStore
+        if napari_viewer is not None:
+            self.store = session_for(napari_viewer).store
+        else:
+            from napari_fcnseg.core.store import ModelStore
+
+            self.store = ModelStore()
         self.confirm: Callable[[str], bool] = self._confirm_dialog
         self.ask_name: Callable[[str, str], str | None] = self._name_dialog
         self.ask_save_path: Callable[[str], str | None] = self._save_dialog
@@ -85,18 +95,17 @@ class ModelsWidget(QWidget):
         layout.addLayout(grid)
 
         self.table.itemSelectionChanged.connect(self._on_selection)
-        models_changed.connect(self._on_models_changed)
+        follow_models(self.refresh)
         self.refresh()
 
     # --------------------------------------------------------------------------- listing
     def refresh(self) -> None:
         """Re-read the store and redraw the table, keeping the selected model."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        from napari_fcnseg.core.store import ModelError
 
         keep = self.selected_name()
         try:
-            store = ModelStore()
-            infos, default = store.list(), store.default()
+            infos, default = self.store.list(), self.store.default()
         except (ModelError, OSError) as exc:
             notify_error(f"Cannot read the model store: {exc}")
             return
@@ -120,12 +129,6 @@ class ModelsWidget(QWidget):
                 self.table.setItem(row, col, item)
         names = [info.name for info in infos]
         self.select(keep if keep in names else default)
-
-    def _on_models_changed(self) -> None:
-        if not is_alive(self):
-            models_changed.disconnect(self._on_models_changed)
-            return
-        self.refresh()
 
     def names(self) -> list[str]:
         """Store names in table order."""
@@ -172,9 +175,7 @@ class ModelsWidget(QWidget):
 
     def rename(self, old: str, new: str) -> bool:
         """Rename user model ``old`` to ``new`` (cleaned up by the store)."""
-        from napari_fcnseg.core.store import ModelStore
-
-        info = self._apply(lambda: ModelStore().rename(old, new),
+        info = self._apply(lambda: self.store.rename(old, new),
                            lambda i: f"Renamed model '{old}' to '{i.name}'.")
         if info is not None:
             self.select(info.name)
@@ -182,19 +183,17 @@ class ModelsWidget(QWidget):
 
     def delete(self, name: str) -> bool:
         """Delete user model ``name`` after :attr:`confirm` agrees."""
-        from napari_fcnseg.core.store import ModelStore
-
         if not self.confirm(f"Delete model '{name}'? This cannot be undone."):
             return False
-        return self._apply(lambda: ModelStore().delete(name),
+        return self._apply(lambda: self.store.delete(name),
                            lambda _: f"Deleted model '{name}'.") is not None
 
     def export(self, name: str, path: str | Path) -> bool:
         """Write model ``name`` to the file (or folder) ``path``."""
-        from napari_fcnseg.core.store import ModelError, ModelStore
+        from napari_fcnseg.core.store import ModelError
 
         try:
-            dest = ModelStore().export(name, path)
+            dest = self.store.export(name, path)
         except (ModelError, OSError) as exc:
             notify_error(str(exc))
             return False
@@ -203,9 +202,7 @@ class ModelsWidget(QWidget):
 
     def import_model(self, path: str | Path, name: str | None = None) -> bool:
         """Import an exported model file into the store."""
-        from napari_fcnseg.core.store import ModelStore
-
-        info = self._apply(lambda: ModelStore().import_model(path, name),
+        info = self._apply(lambda: self.store.import_model(path, name),
                            lambda i: f"Imported model '{i.name}' from {Path(path).name}.")
         if info is not None:
             self.select(info.name)
@@ -213,16 +210,12 @@ class ModelsWidget(QWidget):
 
     def set_default(self, name: str) -> bool:
         """Make ``name`` the model new segmentations start with."""
-        from napari_fcnseg.core.store import ModelStore
-
-        return self._apply(lambda: ModelStore().set_default(name),
+        return self._apply(lambda: self.store.set_default(name),
                            lambda _: f"'{name}' is now the default model.") is not None
 
     def reset(self) -> bool:
         """Make the bundled model the default again (user models are kept)."""
-        from napari_fcnseg.core.store import ModelStore
-
-        return self._apply(lambda: ModelStore().reset(),
+        return self._apply(lambda: self.store.reset(),
                            lambda _: "The bundled model is the default again.") is not None
 
     # -------------------------------------------------------------------- button handlers
