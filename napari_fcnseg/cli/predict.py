@@ -66,7 +66,7 @@ def _write_probabilities(path: Path, probabilities) -> None:
     """Write (class, ...) uint8 probabilities as an ImageJ hyperstack TIFF, atomically."""
     import tifffile
 
-    from ..io.volume import atomic_write
+    from ..io import atomic_write
 
     axes = "CZYX"[-probabilities.ndim:] if probabilities.ndim <= 4 else None
     if axes is None:

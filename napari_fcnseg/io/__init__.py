@@ -3,11 +3,10 @@
 Only numpy, tifffile, nibabel and pydicom are used here: no torch, Qt or napari.
 """
 
+from napari_fcnseg.io.base import ImageReadError, ImageWriteError, Volume, atomic_write
 from napari_fcnseg.io.volume import (
+    READERS,
     SUPPORTED_SUFFIXES,
-    ImageReadError,
-    ImageWriteError,
-    Volume,
     is_supported,
     read_volume,
     write_image,
@@ -18,7 +17,9 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "ImageReadError",
     "ImageWriteError",
+    "READERS",
     "Volume",
+    "atomic_write",
     "is_supported",
     "read_volume",
     "write_image",

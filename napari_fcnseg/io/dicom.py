@@ -23,8 +23,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from napari_fcnseg.io.nifti import IDENTITY_ORNT, to_display
-from napari_fcnseg.io.volume import ImageReadError, Volume, apply_rescale, check_size
+from napari_fcnseg.io.base import ImageReadError, Volume, apply_rescale, check_size
+from napari_fcnseg.io.orientation import IDENTITY_ORNT, to_display
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _MAX_FRAMES = 100_000

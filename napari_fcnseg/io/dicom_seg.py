@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_fcnseg.io.nifti import from_display
-from napari_fcnseg.io.volume import ImageWriteError, Volume, atomic_write
+from napari_fcnseg.io.base import ImageWriteError, Volume, atomic_write
+from napari_fcnseg.io.orientation import from_display
 
 _LESION_WORDS = ("lesion", "tumour", "tumor", "nodule", "metasta", "cancer", "carcinoma")
 _ORGANS = ("Liver", "Lung", "Heart", "Kidney", "Spleen", "Aorta", "Brain", "Bone", "Vertebra",

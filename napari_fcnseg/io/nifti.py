@@ -1,12 +1,8 @@
-"""NIfTI-1/NIfTI-2 reading and label writing, and the voxel-grid reorientation shared with DICOM.
+"""NIfTI-1/NIfTI-2 reading and label writing.
 
-A 3D source grid ``(i, j, k)`` with a RAS affine is reoriented (flips and axis permutations
-only, chosen by :func:`nibabel.orientations.io_orientation`) so that ``i, j, k`` point as
-closely as possible to patient Left, Posterior and Superior, then transposed to napari order
-``(k, j, i)``. For the usual axial scan this gives (slice inferior to superior, row anterior to
-posterior, column right to left), the radiological view. The transform is kept in
-``Volume.header["ornt"]`` and inverted by :func:`from_display` when labels are written back,
-so they land on the source file's own voxel grid. 2D images are shown as stored.
+3D volumes are reoriented to the radiological view by :mod:`~napari_fcnseg.io.orientation`
+(the transform is kept in ``Volume.header["ornt"]`` and inverted when labels are written back,
+so they land on the source file's own voxel grid). 2D images are shown as stored.
 """
 
 from __future__ import annotations
@@ -15,74 +11,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel import orientations
 
-from napari_fcnseg.io.volume import ImageReadError, Volume, apply_rescale, check_size, full_suffix
-
-LPS = orientations.axcodes2ornt(("L", "P", "S"))
-IDENTITY_ORNT = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+from napari_fcnseg.io.base import ImageReadError, Volume, apply_rescale, check_size, full_suffix
+from napari_fcnseg.io.orientation import (
+    IDENTITY_ORNT,
+    clean_sizes,
+    from_display,
+    to_display,
+    usable_affine,
+)
 
 # deflate cannot compress better than about 1032:1
 _GZIP_MAX_RATIO = 1100
 _UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3}
-
-
-def _clean_sizes(sizes: np.ndarray) -> list[float]:
-    """Voxel sizes with non-finite or non-positive values replaced by 1.0."""
-    return [float(s) if np.isfinite(s) and s > 0 else 1.0 for s in sizes]
-
-
-def _usable_affine(affine: np.ndarray | None, zooms: tuple[float, ...]) -> np.ndarray:
-    """``affine`` when finite and invertible, else a plain LPS-aligned one from ``zooms``."""
-    if affine is not None and np.all(np.isfinite(affine)):
-        if abs(np.linalg.det(affine[:3, :3])) > 1e-12:
-            return np.asarray(affine, dtype=float)
-    z = _clean_sizes(np.asarray(list(zooms) + [1.0, 1.0, 1.0])[:3])
-    return np.diag([-z[0], -z[1], z[2], 1.0])
-
-
-def to_display(
-    arr: np.ndarray, affine: np.ndarray, unit: float = 1.0
-) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], tuple[float, ...]]:
-    """Reorient a 3D ``(i, j, k)`` array to napari ``(z, y, x)`` order in the LPS convention.
-
-    Parameters
-    ----------
-    arr : numpy.ndarray
-        Source array indexed ``(i, j, k)``.
-    affine : numpy.ndarray
-        Valid 4x4 RAS affine of ``arr``.
-    unit : float
-        Millimetres per affine unit.
-
-    Returns
-    -------
-    data : numpy.ndarray
-        C-contiguous ``(z, y, x)`` array.
-    ornt : numpy.ndarray
-        The nibabel orientation transform applied to ``arr`` (before the final transpose).
-    spacing : tuple of float
-        ``(z, y, x)`` voxel sizes in mm.
-    origin : tuple of float
-        Position of voxel 0 along ``(z, y, x)`` in mm (superior, posterior, left).
-    """
-    ornt = orientations.ornt_transform(orientations.io_orientation(affine), LPS)
-    out = orientations.apply_orientation(arr, ornt)
-    new_aff = affine @ orientations.inv_ornt_aff(ornt, arr.shape)
-    sizes = _clean_sizes(np.sqrt((new_aff[:3, :3] ** 2).sum(axis=0)) * unit)
-    p = new_aff[:3, 3] * unit
-    spacing = (sizes[2], sizes[1], sizes[0])
-    origin = (float(p[2]), float(-p[1]), float(-p[0]))
-    return np.ascontiguousarray(out.transpose(2, 1, 0)), ornt, spacing, origin
-
-
-def from_display(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-    """Invert :func:`to_display`: map a ``(z, y, x)`` array back to the source ``(i, j, k)``."""
-    ornt = np.asarray(ornt)
-    inverse = np.empty_like(ornt)
-    for axis, (new_axis, flip) in enumerate(ornt):
-        inverse[int(new_axis)] = (axis, flip)
-    return orientations.apply_orientation(np.asarray(data).transpose(2, 1, 0), inverse)
 
 
 def _load(path: Path) -> nib.Nifti1Image:
@@ -154,10 +95,10 @@ def read_nifti(path: Path) -> Volume:
 
     unit = _UNIT_MM.get(hdr.get_xyzt_units()[0], 1.0)
     zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
-    affine = _usable_affine(img.affine, zooms)
+    affine = usable_affine(img.affine, zooms)
     geometry = {"nifti_header": hdr.copy(), "source_shape": shape, "is_2d": len(core) == 2}
     if len(core) == 2:
-        sizes = _clean_sizes(np.sqrt((affine[:3, :2] ** 2).sum(axis=0)) * unit)
+        sizes = clean_sizes(np.sqrt((affine[:3, :2] ** 2).sum(axis=0)) * unit)
         geometry["ornt"] = IDENTITY_ORNT[:2].copy()
         display, spacing, origin = np.ascontiguousarray(data.T), (sizes[1], sizes[0]), None
     else:

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from napari_fcnseg.io.volume import ImageReadError, atomic_write
+from napari_fcnseg.io.base import ImageReadError, atomic_write
 
 SIDECAR_SUFFIX = ".fcnseg.json"
 FORMAT = "napari-fcnseg-labels"

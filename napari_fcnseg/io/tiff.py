@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from napari_fcnseg.io.volume import ImageReadError, ImageWriteError, Volume, check_size
+from napari_fcnseg.io.base import ImageReadError, ImageWriteError, Volume, check_size
 
 # photometric interpretations that mean colour: RGB, CMYK, YCbCr, CIELab, ICCLab, ITULab
 _COLOUR = {2, 5, 6, 8, 9, 10}

@@ -197,7 +197,7 @@ class VolumesWidget(QWidget):
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the table to ``path`` atomically; never over an existing non-regular file."""
-        from napari_fcnseg.io.volume import atomic_write
+        from napari_fcnseg.io import atomic_write
 
         text = self.to_csv()
         return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, "utf-8"))
