@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -32,7 +31,6 @@ from napari_fcnseg.core.review import (
     METADATA_KEY,
     OverwriteUndo,
     ReviewState,
-    slice_count,
     undo_overwrite,
 )
 
@@ -43,10 +41,10 @@ from ._common import (
     is_alive,
     layer_named,
     notify_error,
-    validate_image_layer,
 )
 from ._job import BackgroundJob
 from ._model_combo import ModelCombo
+from ._segment_checks import SegmentError, check_request, model_classes
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
 from ._segment_work import SegmentOutcome, predict_work
 from .session import real_viewer, session_for
@@ -58,10 +56,6 @@ if TYPE_CHECKING:
 SCOPES = {"Whole volume": "volume", "Current slice": "slice"}
 #: Seconds between progress-bar updates; each repaints the bar at once, pausing the viewer.
 PROGRESS_INTERVAL = 0.2
-
-
-class SegmentError(RuntimeError):
-    """A segmentation could not start or finish; the message says why in plain words."""
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -260,61 +254,14 @@ class SegmentWidget(QWidget):
         return current_slice(self.viewer, image or self.image_layer)
 
     def _model_classes(self, name: str) -> list[str]:
-        """Class names of stored model ``name``, from its card; raise SegmentError if unusable."""
-        from napari_fcnseg.core.store import ModelError
-
-        if name in self._models:
-            return self._models[name].class_names
-        try:
-            info = {info.name: info for info in self.session.store.list()}.get(name)
-        except (ModelError, OSError) as exc:
-            raise SegmentError(f"Cannot read the model store: {exc}") from exc
-        if info is None:
-            raise SegmentError(f"There is no model named '{name}'.")
-        if not info.available:
-            raise SegmentError(f"Cannot load model '{name}': its weights file is missing.")
-        return [str(c) for c in info.metadata.get("classes", [])]
+        """Class names of stored model ``name``; raise SegmentError if it is unusable."""
+        return model_classes(self.session.store, name, self._models)
 
     # ----------------------------------------------------------------------- segmentation
     @property
     def busy(self) -> bool:
         """True while a segmentation runs."""
         return self.job.busy
-
-    def _check(self, image: Image, scope: str, slices: list[int] | None):
-        """Validate the request; return (the model's class names, slices) or raise SegmentError.
-
-        The model itself is loaded in the worker (about 0.1 s), the first time it is used.
-        """
-        problem = validate_image_layer(image)
-        if problem:
-            raise SegmentError(problem)
-        shape = tuple(image.data.shape)
-        n = slice_count(shape)
-        if slices is not None:
-            slices = sorted({int(k) for k in slices})
-            if not slices or slices[0] < 0 or slices[-1] >= n:
-                raise SegmentError(f"Slices must lie between 0 and {n - 1}.")
-        elif scope == "slice":
-            slices = [self.current_slice(image)]
-        elif scope != "volume":
-            raise SegmentError(f"Unknown scope '{scope}'; use 'volume' or 'slice'.")
-        name = self.model_name
-        if not name:
-            raise SegmentError("No model is available; import or train one in the Models panel.")
-        classes = self._model_classes(name)
-        labels = find_labels_layer(self.viewer, image)
-        if labels is not None:
-            if not isinstance(labels.data, np.ndarray) or labels.data.dtype.kind not in "iu":
-                raise SegmentError(f"'{labels.name}' is not an in-memory integer labels array; "
-                                   "rename or delete it to segment into a new layer.")
-            top = int(labels.data.max()) if labels.data.size else 0
-            if top >= len(classes):
-                raise SegmentError(
-                    f"'{labels.name}' contains label {top}, but model '{name}' knows only "
-                    f"{len(classes)} classes ({', '.join(classes)}). Choose a model with "
-                    "matching classes, or rename the labels layer to start a new one.")
-        return classes, slices
 
     def segment(self, scope: str = "volume",
                 slices: list[int] | None = None) -> concurrent.futures.Future:
@@ -338,7 +285,8 @@ class SegmentWidget(QWidget):
             return self.job.refuse("A segmentation is already running; wait or cancel it.")
         image = self.image_layer
         try:
-            classes, slices = self._check(image, scope, slices)
+            classes, slices = check_request(self.viewer, image, scope, slices,
+                                            self.model_name, self._model_classes)
         except SegmentError as exc:
             return self.job.refuse(str(exc))
         modality = str(image.metadata.get(MODALITY_KEY, "auto"))
