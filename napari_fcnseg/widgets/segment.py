@@ -27,12 +27,6 @@ from qtpy.QtWidgets import (
 
 from napari_fcnseg._reader import MODALITY_KEY
 from napari_fcnseg.class_style import legend_html
-from napari_fcnseg.core.review import (
-    METADATA_KEY,
-    OverwriteUndo,
-    ReviewState,
-    undo_overwrite,
-)
 
 from ._common import (
     current_slice,
@@ -46,6 +40,7 @@ from ._job import BackgroundJob
 from ._model_combo import ModelCombo
 from ._segment_checks import SegmentError, check_request, model_classes
 from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
+from ._segment_undo import LastOverwrite, UndoError
 from ._segment_work import SegmentOutcome, predict_work
 from .session import real_viewer, session_for
 
@@ -116,7 +111,7 @@ class SegmentWidget(QWidget):
         self.undo_button.setToolTip("Put back the edited/reviewed slices that the latest run "
                                     "replaced ('Overwrite' ticked), unless you changed them since.")
         self.undo_button.setEnabled(False)
-        self._undo: tuple[Labels, OverwriteUndo] | None = None
+        self._undo = LastOverwrite()
         self.segment_button = QPushButton("Segment")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -186,8 +181,7 @@ class SegmentWidget(QWidget):
             return
         if event is not None and getattr(event, "type", "") == "inserted":
             event.value.events.name.connect(self._on_layers_changed)
-        if self._undo is not None and self._undo[0] not in self.viewer.layers:
-            self._undo = None  # its layer is gone: do not keep the slices alive
+        if self._undo.forget_if_removed(self.viewer):
             self.undo_button.setEnabled(False)
         self.refresh_images()
 
@@ -316,7 +310,7 @@ class SegmentWidget(QWidget):
     def _set_busy(self, busy: bool) -> None:
         self.segment_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        self.undo_button.setEnabled(not busy and self._undo is not None)
+        self.undo_button.setEnabled(not busy and self._undo.available)
         if busy:
             self.progress_bar.setRange(0, 0)
 
@@ -343,12 +337,7 @@ class SegmentWidget(QWidget):
         except Exception as exc:  # any failure becomes a notification, never a crash
             self.job.reject(f"Could not write the segmentation: {exc}")
             return
-        # what "Undo overwrite" puts back is always the latest run's (a run that replaced
-        # nothing of the person's leaves nothing to undo)
-        if merged.undo is not None and merged.undo.before:
-            self._undo = (merged.layer, merged.undo)
-        elif merged.written:
-            self._undo = None
+        self._undo.record(merged)
         self.cancel_button.setEnabled(False)  # the labels are written: too late to cancel
         self.job.commit()
         # napari has just built the layer's visuals (most of 0.1 s on a laptop CPU): let the
@@ -374,29 +363,14 @@ class SegmentWidget(QWidget):
 
         Slices changed after that run are left as they are. Returns the slices put back.
         """
-        if self._undo is None:
-            notify_error("No run has overwritten edited or reviewed slices; nothing to undo.")
-            return []
-        if self.busy:
+        if self._undo.available and self.busy:
             notify_error("Wait for the segmentation to finish (or cancel it) before undoing.")
             return []
-        layer, undo = self._undo
-        self._undo = None
         self.undo_button.setEnabled(False)
-        if layer not in self.viewer.layers:
-            notify_error(f"The labels layer '{layer.name}' was removed; nothing to put back.")
-            return []
-        state = ReviewState.from_metadata(layer.metadata) or ReviewState()
         try:
-            restored, changed = undo_overwrite(layer.data, state, undo)
-        except (ValueError, TypeError, IndexError) as exc:  # e.g. its data was replaced
-            notify_error(f"Could not put the slices back into '{layer.name}': {exc}")
+            restored, message = self._undo.put_back(self.viewer)
+        except UndoError as exc:
+            notify_error(str(exc))
             return []
-        layer.metadata[METADATA_KEY] = state.to_metadata()
-        layer.refresh()
-        message = f"Put back {len(restored)} slice(s) in '{layer.name}'"
-        if changed:
-            message += (f"; left {len(changed)} slice(s) you changed since as they are "
-                        f"({', '.join(map(str, changed))})")
-        self.status_label.setText(message + ".")
+        self.status_label.setText(message)
         return restored
