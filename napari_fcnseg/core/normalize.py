@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import as_image, sample_values
+
 CT_WINDOW = (-250.0, 350.0)
 PERCENTILES = (0.5, 99.5)
 _MAX_SAMPLES = 2_000_000
@@ -54,11 +56,9 @@ class Normalizer:
         return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
-def _sample(image: np.ndarray) -> np.ndarray:
-    """A strided subsample of at most ~2 M voxels, as float64 for exact percentiles."""
-    flat = image.reshape(-1)
-    step = max(1, flat.size // _MAX_SAMPLES)
-    return flat[::step].astype(np.float64)
+def _sample(image) -> np.ndarray:
+    """At most ~2 M voxels as float64 for exact percentiles (a lazy image: a few slices)."""
+    return sample_values(image)
 
 
 def looks_like_ct(image: np.ndarray) -> bool:
@@ -86,9 +86,11 @@ def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
 
     Parameters
     ----------
-    image : numpy.ndarray
-        Any real-valued array (bool, integer or float). NaN/inf voxels are ignored for the fit
-        and replaced by the minimum finite value, with a :class:`NonFiniteWarning`.
+    image : numpy.ndarray or array-like
+        Any real-valued array (bool, integer or float), in memory or lazy (dask, zarr: then
+        fitted on evenly spaced slices, see :func:`~napari_fcnseg.core.arrays.sample_values`).
+        NaN/inf voxels are ignored for the fit and replaced by the minimum finite value, with a
+        :class:`NonFiniteWarning`.
     modality : {"auto", "CT", "MR", "other"}
         ``"CT"`` forces the fixed HU window, ``"MR"``/``"other"`` forces percentile scaling,
         ``"auto"`` detects CT from the value range.
@@ -103,7 +105,7 @@ def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
     ValueError
         If the image is empty, complex, or contains no finite value.
     """
-    image = np.asarray(image)
+    image = as_image(image)
     if image.size == 0:
         raise ValueError("the image is empty")
     if image.dtype.kind not in "biuf":

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .arrays import as_image, is_lazy, read_slice, slice_count, write_slices
 from .device import pick_device
 from .nets import fuse_for_inference, pad_to_multiple
 from .normalize import Normalizer, fit_normalizer
@@ -30,8 +31,9 @@ class Prediction:
 
     Attributes
     ----------
-    labels : numpy.ndarray
-        uint8 class per voxel, same shape as the input; slices not predicted are 0.
+    labels : numpy.ndarray or array-like
+        uint8 class per voxel, same shape as the input (``out`` when given); slices not
+        predicted are 0 (or left as they were in ``out``).
     probabilities : numpy.ndarray or None
         (C, *input shape) float32 in [0, 1] or uint8 in [0, 255], when asked for.
     slices : list of int
@@ -140,6 +142,7 @@ def predict_iter(
     probabilities: str | None = None,
     uncertainty: bool = False,
     device: str | torch.device | None = None,
+    out=None,
 ) -> Generator[Progress, None, Prediction]:
     """Segment ``image`` slice by slice, yielding progress after every batch.
 
@@ -147,9 +150,10 @@ def predict_iter(
     ----------
     net : torch.nn.Module
         A network from :func:`napari_fcnseg.core.nets.build_network` (weights loaded).
-    image : numpy.ndarray
+    image : numpy.ndarray or array-like
         (Y, X), (Z, Y, X) or (..., Z, Y, X) real-valued array. Slices run along axis -3;
-        neighbouring slices feed the network's extra input channels.
+        neighbouring slices feed the network's extra input channels. A lazy array (dask, zarr,
+        memory map) is read a few slices at a time and never loaded whole.
     slices : sequence of int, optional
         Only these slices; default all. Indices count slices of ``image.reshape(-1, Y, X)``:
         the z index for a 3D volume, ``t * Z + z`` with a leading time axis, 0 for a 2D image.
@@ -170,6 +174,10 @@ def predict_iter(
         guide review.
     device : str or torch.device, optional
         Where to run; see :func:`~napari_fcnseg.core.device.pick_device`.
+    out : array-like, optional
+        A uint8 array of the image's shape to write the labels into (a zarr array for an
+        image larger than memory); default a new numpy array. Slices not predicted are left
+        as they are.
 
     Yields
     ------
@@ -181,16 +189,22 @@ def predict_iter(
     Prediction
         Labels (uint8, same shape as ``image``), optional probabilities, predicted slices.
     """
-    image = np.asarray(image)
+    image = as_image(image)
     if image.ndim < 2:
         raise ValueError(f"expected a 2D image or a stack of slices, got {image.ndim}D")
     if probabilities not in (None, *PROBABILITY_DTYPES):
         raise ValueError(f"probabilities must be None, 'float32' or 'uint8', not {probabilities!r}")
     if min(image.shape[-2:]) < 1:
         raise ValueError("the image is empty")
+    shape = tuple(int(n) for n in image.shape)
+    if probabilities and is_lazy(image):
+        raise ValueError("probabilities need the image in memory; this one is read on demand")
+    if out is not None and (tuple(out.shape) != shape or np.dtype(out.dtype) != np.uint8):
+        raise ValueError(f"out must be a uint8 array of the image's shape {shape}, not "
+                         f"{np.dtype(out.dtype)} {tuple(out.shape)}")
     norm = normalizer or fit_normalizer(image, modality)
-    volumes = image.reshape((-1, *image.shape[-3:])) if image.ndim >= 3 else image[None, None]
-    n_vol, nz = volumes.shape[:2]
+    nz = shape[-3] if len(shape) >= 3 else 1
+    n_vol = slice_count(shape) // nz
     chosen = sorted({int(s) for s in (range(n_vol * nz) if slices is None else slices)})
     if any(s < 0 or s >= n_vol * nz for s in chosen):
         raise ValueError(f"slice indices must lie in 0..{n_vol * nz - 1}")
@@ -200,11 +214,11 @@ def predict_iter(
     context = net.config.context
     n_classes = net.config.num_classes
 
-    labels = np.zeros(volumes.shape, np.uint8)
+    labels = np.zeros(shape, np.uint8) if out is None else out
     probs_out = None
     if probabilities:
-        probs_out = np.zeros((n_classes, *volumes.shape), np.dtype(probabilities))
-    tiled = max(volumes.shape[-2:]) > tile_size
+        probs_out = np.zeros((n_classes, n_vol, nz, *shape[-2:]), np.dtype(probabilities))
+    tiled = max(shape[-2:]) > tile_size
     if batch_size is None:
         batch_size = 1 if dev.type == "cpu" else 8
     step = 1 if tiled else max(1, batch_size)
@@ -212,7 +226,7 @@ def predict_iter(
     batches = [(v, zs[i:i + step])
                for v, zs in enumerate(per_volume) for i in range(0, len(zs), step)]
     offsets = np.arange(-context, context + 1)
-    normed: dict[tuple[int, int], np.ndarray] = {}  # each slice is normalised once
+    normed: dict[tuple[int, int], np.ndarray] = {}  # each slice is read and normalised once
     scores: dict[int, float] = {}
     with torch.inference_mode():
         for done, (v, batch) in enumerate(batches, start=1):
@@ -221,7 +235,7 @@ def predict_iter(
                 del normed[key]  # neighbours behind us are not needed again
             for z in np.unique(rows):
                 if (v, z) not in normed:
-                    normed[(v, z)] = norm(volumes[v][z])
+                    normed[(v, z)] = norm(read_slice(image, v * nz + int(z)))
             x = torch.from_numpy(np.stack([[normed[(v, z)] for z in r] for r in rows])).to(dev)
             if tiled:
                 p = _probabilities_tiled(fast, x, multiple, tile_size, tile_overlap)
@@ -233,16 +247,17 @@ def predict_iter(
             if uncertainty:
                 for z, score in zip(batch, slice_uncertainty(p).tolist(), strict=True):
                     scores[v * nz + int(z)] = round(float(score), 5)
-            labels[v, batch] = p.argmax(dim=1).to(torch.uint8).numpy()
+            predicted = p.argmax(dim=1).to(torch.uint8).numpy()
+            for z, plane in zip(batch, predicted, strict=True):
+                write_slices(labels, v * nz + int(z), plane[None])
             if probs_out is not None:
                 p = p.permute(1, 0, 2, 3).numpy()
                 if probabilities == "uint8":
                     p = np.rint(p * 255)
                 probs_out[:, v, batch] = p
             yield Progress(done, len(batches), f"segmented {done} of {len(batches)} batches")
-    labels = labels.reshape(image.shape)
     if probs_out is not None:
-        probs_out = probs_out.reshape((n_classes, *image.shape))
+        probs_out = probs_out.reshape((n_classes, *shape))
     return Prediction(labels, probs_out, chosen, scores)
 
 

@@ -1,0 +1,81 @@
+"""Images that do not fit in memory: dask, zarr and memory-mapped arrays, read slice by slice.
+
+Segmentation reads one slice (and its neighbours) at a time, so it never needs the whole image
+in memory. :func:`is_lazy` tells a lazily loaded array (anything array-like that is not a numpy
+array: a ``dask.array.Array``, a ``zarr.Array``, an h5py dataset); :func:`read_slice` reads one
+2D slice of it as numpy; :func:`sample_values` draws the voxels the intensity normalisation is
+fitted on without reading every chunk. Nothing here imports dask or zarr.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Slices read to fit the intensity normalisation of a lazy image.
+SAMPLE_SLICES = 48
+#: Largest number of voxels used for that fit.
+MAX_SAMPLES = 2_000_000
+
+
+def is_lazy(image: Any) -> bool:
+    """Whether ``image`` is array-like but not a numpy array (read on demand)."""
+    if isinstance(image, np.ndarray):
+        return False
+    return all(hasattr(image, a) for a in ("shape", "dtype", "ndim", "__getitem__"))
+
+
+def as_image(image: Any) -> Any:
+    """``image`` unchanged when lazy, else as a numpy array."""
+    return image if is_lazy(image) else np.asarray(image)
+
+
+def slice_count(shape: tuple[int, ...]) -> int:
+    """Number of 2D slices of an image of ``shape`` (all axes before the last two)."""
+    return int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+
+
+def slice_index(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """The leading-axes index of flat slice ``k`` (of ``image.reshape(-1, Y, X)``)."""
+    if len(shape) <= 2:
+        return ()
+    return tuple(int(i) for i in np.unravel_index(int(k), shape[:-2]))
+
+
+def read_slice(image: Any, k: int) -> np.ndarray:
+    """Flat slice ``k`` of ``image`` as a 2D numpy array (computes a dask array's part)."""
+    part = image[slice_index(tuple(image.shape), k)] if image.ndim > 2 else image[...]
+    if hasattr(part, "compute"):  # dask
+        part = part.compute()
+    return np.asarray(part)
+
+
+def write_slices(out: Any, first: int, block: np.ndarray) -> None:
+    """Write consecutive 2D slices ``block`` (B, Y, X) into ``out`` from flat slice ``first``."""
+    for i, plane in enumerate(block):
+        index = slice_index(tuple(out.shape), first + i)
+        if out.ndim > 2:
+            out[index] = plane
+        else:
+            out[...] = plane
+
+
+def sample_values(image: Any) -> np.ndarray:
+    """Up to :data:`MAX_SAMPLES` voxels of ``image`` as float64, for fitting a normalisation.
+
+    A numpy array is sampled with a regular stride over all its voxels; a lazy one from
+    :data:`SAMPLE_SLICES` evenly spaced slices, each strided, so only those slices are read.
+    """
+    if not is_lazy(image):
+        flat = np.asarray(image).reshape(-1)
+        step = max(1, flat.size // MAX_SAMPLES)
+        return flat[::step].astype(np.float64)
+    n = slice_count(tuple(image.shape))
+    picks = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_SLICES)).round().astype(int))
+    per_slice = max(1, MAX_SAMPLES // len(picks))
+    parts = []
+    for k in picks:
+        flat = read_slice(image, int(k)).reshape(-1)
+        parts.append(flat[::max(1, flat.size // per_slice)].astype(np.float64))
+    return np.concatenate(parts)
