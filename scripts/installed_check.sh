@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the plugin the way users do — a built wheel, non-editable, into a fresh venv with
 # napari — and check it from outside the source tree: manifest, CLI, widgets docked by napari.
+# First the archives themselves: the sdist carries the tests and sample data, both it and the
+# wheel every model file (scripts/check_dist.py).
 #
 #   bash scripts/installed_check.sh        (run by `bash scripts/dev.sh test`)
 set -euo pipefail
@@ -9,12 +11,15 @@ root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-.venv/bin/python -m pip wheel -q --no-deps -w "$work/dist" . 2>&1 \
-  | grep -v "^WARNING: Location" || true
+# the sdist, then the wheel built from it (as pip does from PyPI's source archive), each in an
+# isolated build environment (the venv's own setuptools may be too old)
+if ! .venv/bin/python -m build -o "$work/dist" . >"$work/build.log" 2>&1; then
+  cat "$work/build.log" >&2
+  exit 1
+fi
+sdist=$(ls "$work"/dist/napari_fcnseg-*.tar.gz)
 wheel=$(ls "$work"/dist/napari_fcnseg-*.whl)
-.venv/bin/python -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
-sys.exit(0 if 'napari_fcnseg/core/weights/bundled.pt' in names else 'the wheel lacks the \
-bundled weights')" "$wheel"
+.venv/bin/python scripts/check_dist.py "$sdist" "$wheel"  # tests, samples, every weights file
 
 venv=${INSTALLED_VENV:-$root/.venv-installed}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
