@@ -1,8 +1,8 @@
 """The fine-tuning job behind the Review and Fine-tune widget: checks, labels copy, worker.
 
-Everything here runs without the widget's Qt objects: :func:`copy_training_labels` checks the
-chosen layers and copies the training slices on the main thread, :func:`finetune_work` is the
-generator the napari thread worker runs.
+Everything here runs without the widget's Qt objects: :func:`prepare_round` checks a request
+and gathers what the worker needs on the main thread (:func:`copy_training_labels` copies the
+training slices), :func:`finetune_work` is the generator the napari thread worker runs.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_fcnseg.core.review import slice_index
+from napari_fcnseg._reader import MODALITY_KEY
+from napari_fcnseg.core.review import ReviewState, slice_index
 
-from ._common import validate_image_layer
+from ._common import notify_info, validate_image_layer
+from ._finetune_form import parse_class_names
 from ._slice_review import FinetuneError
+from ._strokes import StrokeTracker, strokes_only
 
 if TYPE_CHECKING:
+    from napari_fcnseg.core.finetune import FinetuneSettings
     from napari_fcnseg.core.store import ModelStore
 
 
@@ -68,6 +72,89 @@ def copy_training_labels(image: Any, labels: Any, slices: list[int]
         raise FinetuneError(f"'{labels.name}' uses label values outside 0..{MAX_LABEL}; "
                             "classes must be numbered 1, 2, 3, ...")
     return data, used
+
+
+def prepare_round(store: ModelStore, image: Any, labels: Any, slices: list[int],
+                  state: ReviewState | None, *, base: str, any_models: bool, name: str,
+                  classes_text: str, settings: FinetuneSettings,
+                  strokes: StrokeTracker | None) -> dict[str, Any]:
+    """Check a fine-tuning request and gather everything the worker needs.
+
+    Parameters
+    ----------
+    store : ModelStore
+        Where the base model is and the new one goes.
+    image, labels : napari layers
+        The chosen image and labels layers (either may be None or of another kind).
+    slices : list of int
+        The slices to learn from.
+    state : ReviewState or None
+        The labels layer's review state.
+    base : str
+        The base model's name ("" when none is chosen).
+    any_models : bool
+        Whether any model is listed to start from (for the message when none is chosen).
+    name : str
+        The new model's name as typed.
+    classes_text : str
+        The class names as typed (empty: the labels' or the base model's).
+    settings : FinetuneSettings
+        The round's settings.
+    strokes : StrokeTracker or None
+        What was painted, when only the strokes are to be learned from.
+
+    Returns
+    -------
+    dict
+        ``image``, ``labels``, ``ignore_label``, ``slices``, ``class_names``, ``settings``,
+        ``modality``, ``base``, ``name`` and ``image_name``.
+
+    Raises
+    ------
+    FinetuneError
+        In plain words, for anything that keeps the round from starting.
+    """
+    from napari_fcnseg.core.store import ModelError, sanitize_name
+
+    data, used = copy_training_labels(image, labels, slices)
+    if not base:
+        raise FinetuneError("Choose a base model to start from." if any_models
+                            else "No stored model is available to start from; import one "
+                            "in the Models panel.")
+    try:
+        name = sanitize_name(name.strip())
+        taken = [n for n in store.names() if n.casefold() == name.casefold()]
+        if taken:
+            raise ModelError(f"a model named '{taken[0]}' already exists; choose another name")
+        info = {i.name: i for i in store.list()}.get(base)
+        if info is None or not info.available:
+            raise ModelError(f"model '{base}' is not in the store or its weights are missing")
+    except (ModelError, OSError) as exc:
+        raise FinetuneError(f"Cannot fine-tune: {exc}") from exc
+    model_classes = list(info.metadata.get("classes", []))
+    try:
+        typed = parse_class_names(classes_text)
+    except ValueError as exc:
+        raise FinetuneError(f"Class names: {exc}.") from None
+    names = typed or list(state.classes if state and state.classes else model_classes)
+    top = int(used.max())
+    if typed and top >= len(typed):
+        raise FinetuneError(f"'{labels.name}' uses label value {top}, but only "
+                            f"{len(typed)} class names are given; add a name for it.")
+    if top >= len(names):
+        names += [f"class {c}" for c in range(len(names), top + 1)]
+    if len(names) != len(model_classes):
+        notify_info(f"The labels use {len(names)} classes ({', '.join(names)}) but model "
+                    f"'{base}' knows {len(model_classes)}; fine-tuning gives it a new "
+                    "output layer for them and keeps what it learned.")
+    ignore = None
+    if strokes is not None:
+        data, ignore = strokes_only(data, slices, strokes, set(state.reviewed)
+                                    if state else set())
+    return {"image": np.asarray(image.data), "labels": data, "ignore_label": ignore,
+            "slices": slices, "class_names": names, "settings": settings,
+            "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
+            "base": base, "name": name, "image_name": image.name}
 
 
 def finetune_work(store: ModelStore, base: str, image: np.ndarray, labels: np.ndarray,

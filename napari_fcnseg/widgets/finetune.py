@@ -24,15 +24,14 @@ from qtpy.QtWidgets import (
 from napari_fcnseg.core.review import METADATA_KEY, protected_slices, slice_count
 
 from ._common import is_alive, notify_info
-from ._finetune_form import STROKES_ONLY, FinetuneForm, parse_class_names
-from ._finetune_job import copy_training_labels, finetune_work
+from ._finetune_form import STROKES_ONLY, FinetuneForm
+from ._finetune_job import finetune_work, prepare_round
 from ._finetune_report import dice_table, verdict
 from ._job import BackgroundJob
 from ._model_combo import ModelCombo
 from ._slice_review import FinetuneError, SliceReviewWidget
-from ._strokes import StrokeTracker, strokes_only
+from ._strokes import StrokeTracker
 from .loss_plot import LossPlot
-from .segment import MODALITY_KEY
 from .session import models_changed, session_for
 
 if TYPE_CHECKING:
@@ -154,52 +153,14 @@ class FinetuneWidget(SliceReviewWidget):
 
     def _prepare(self) -> dict[str, Any]:
         """Check the request and gather everything the worker needs; raise FinetuneError."""
-        from napari_fcnseg.core.store import ModelError, sanitize_name
-
-        image, labels = self.image_layer, self.labels_layer
-        slices = self.training_slices()
-        data, used = copy_training_labels(image, labels, slices)
-        store, base = self.session.store, self.model_combo.currentText()
-        if not base:
-            raise FinetuneError("Choose a base model to start from." if self.model_combo.count()
-                                else "No stored model is available to start from; import one "
-                                "in the Models panel.")
-        try:
-            name = sanitize_name(self.name_edit.text().strip())
-            taken = [n for n in store.names() if n.casefold() == name.casefold()]
-            if taken:
-                raise ModelError(f"a model named '{taken[0]}' already exists; choose another name")
-            info = {i.name: i for i in store.list()}.get(base)
-            if info is None or not info.available:
-                raise ModelError(f"model '{base}' is not in the store or its weights are missing")
-        except (ModelError, OSError) as exc:
-            raise FinetuneError(f"Cannot fine-tune: {exc}") from exc
-        model_classes = list(info.metadata.get("classes", []))
-        state = self.review_state()
-        try:
-            typed = parse_class_names(self.classes_edit.text())
-        except ValueError as exc:
-            raise FinetuneError(f"Class names: {exc}.") from None
-        names = typed or list(state.classes if state and state.classes else model_classes)
-        top = int(used.max())
-        if typed and top >= len(typed):
-            raise FinetuneError(f"'{labels.name}' uses label value {top}, but only "
-                                f"{len(typed)} class names are given; add a name for it.")
-        if top >= len(names):
-            names += [f"class {c}" for c in range(len(names), top + 1)]
-        if len(names) != len(model_classes):
-            notify_info(f"The labels use {len(names)} classes ({', '.join(names)}) but model "
-                        f"'{base}' knows {len(model_classes)}; fine-tuning gives it a new "
-                        "output layer for them and keeps what it learned.")
-        settings = self.form.settings()
-        ignore = None
-        if self.learn_from_combo.currentText() == STROKES_ONLY and self._strokes is not None:
-            data, ignore = strokes_only(data, slices, self._strokes, set(state.reviewed)
-                                        if state else set())
-        return {"image": np.asarray(image.data), "labels": data, "ignore_label": ignore,
-                "slices": slices, "class_names": names, "settings": settings,
-                "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
-                "base": base, "name": name, "image_name": image.name}
+        strokes = (self._strokes if self.learn_from_combo.currentText() == STROKES_ONLY
+                   else None)
+        return prepare_round(
+            self.session.store, self.image_layer, self.labels_layer, self.training_slices(),
+            self.review_state(), base=self.model_combo.currentText(),
+            any_models=self.model_combo.count() > 0, name=self.name_edit.text(),
+            classes_text=self.classes_edit.text(), settings=self.form.settings(),
+            strokes=strokes)
 
     def refresh(self) -> None:
         """Re-list the slices to learn from, and say how long fine-tuning on them will take."""
