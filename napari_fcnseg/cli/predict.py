@@ -22,10 +22,10 @@ def _output_path(case: Path, out_dir: Path, fmt: str = "auto") -> Path:
         stem = case.name[:-4] if case.name.lower().endswith(".dcm") else case.name
         return out_dir / f"{stem}_seg.dcm"
     name = case.name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm"):
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", ".zarr"):
         if name.lower().endswith(suffix):
             stem = name[: -len(suffix)]
-            ext = ".nii.gz" if suffix.startswith(".nii") else ".tif"
+            ext = {".nii.gz": ".nii.gz", ".nii": ".nii.gz", ".zarr": ".zarr"}.get(suffix, ".tif")
             return out_dir / f"{stem}_labels{ext}"
     return out_dir / f"{name}_labels.nii.gz" if case.is_dir() else out_dir / f"{name}_labels.tif"
 
@@ -44,6 +44,8 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     from ..cohort import case_modality
 
     modality = case_modality(args.modality, volume)
+    if dst.suffix.lower() == ".zarr":
+        return _predict_into_zarr(model, volume, dst, modality, args, position)
     work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
                         batch_size=args.batch_size,
                         probabilities="uint8" if args.probabilities else None)
@@ -60,6 +62,25 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
             if not existed:  # a failed run leaves neither of its outputs behind
                 dst.unlink(missing_ok=True)
             raise
+
+
+def _predict_into_zarr(model, volume, dst: Path, modality: str, args, position: int) -> None:
+    """Segment straight into an OME-Zarr labels store: memory stays a few slices deep."""
+    from ..core.predict import predict_iter
+    from ..io.zarr_io import ZarrLabelsWriter
+
+    if args.probabilities:
+        raise CliError("--probabilities cannot be written beside a .zarr output; leave it out")
+    writer = ZarrLabelsWriter(dst, tuple(volume.data.shape), volume.spacing,
+                              list(model.class_names))
+    try:
+        work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
+                            batch_size=args.batch_size, out=writer.array)
+        _drive(work, f"segmenting {volume.path.name}", position)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _write_probabilities(path: Path, probabilities) -> None:
@@ -87,7 +108,7 @@ def _check_outputs(src: Path, dst: Path, probabilities: str | None,
         if not out.parent.is_dir():
             raise CliError(f"{out}: the folder '{out.parent}' does not exist")
         try:
-            check_output_path(out, [src, *inputs])
+            check_output_path(out, [src, *inputs], folder_ok=out.suffix.lower() == ".zarr")
         except OutputPathError as exc:
             raise CliError(str(exc)) from None
     if probabilities and Path(probabilities).resolve() == dst.resolve():
@@ -99,18 +120,19 @@ def _check_outputs(src: Path, dst: Path, probabilities: str | None,
 def cmd_predict(args) -> int:
     """Segment one image, or every case in a folder."""
     from ..io import is_supported
+    from ..io.zarr_io import is_zarr
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         raise CliError(f"{src}: no such file or folder")
     model = _load_model(args.model)
     cases = None
-    if src.is_dir() and not _is_dicom_folder(src):
+    if src.is_dir() and not is_zarr(src) and not _is_dicom_folder(src):
         cases = sorted(p for p in src.iterdir() if is_supported(p))
         if not cases:
             raise CliError(f"{src}: the folder holds no TIFF, NIfTI or DICOM images")
     if cases is None:
-        if dst.is_dir():
+        if dst.is_dir() and dst.suffix.lower() != ".zarr":
             dst = _output_path(src, dst, args.format)
         elif args.format == "dicom-seg" and dst.suffix.lower() != ".dcm":
             raise CliError(f"{dst}: --format dicom-seg writes a .dcm file; name it so")

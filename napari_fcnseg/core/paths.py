@@ -27,7 +27,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def check_output_path(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+def check_output_path(path: str | Path, inputs: Iterable[str | Path] = (),
+                      folder_ok: bool = False) -> Path:
     """Refuse an output path that is an input, not a regular file, or inside the package.
 
     Parameters
@@ -37,6 +38,9 @@ def check_output_path(path: str | Path, inputs: Iterable[str | Path] = ()) -> Pa
     inputs : iterable of str or Path
         Files (or folders, such as a DICOM series) the command reads: the output may be none of
         them, and may not lie inside an input folder that is a DICOM series.
+    folder_ok : bool
+        The output is a folder (a zarr store): an existing folder may be replaced, but
+        neither an input nor one inside an input folder.
 
     Returns
     -------
@@ -55,9 +59,11 @@ def check_output_path(path: str | Path, inputs: Iterable[str | Path] = ()) -> Pa
         mode = None
     except OSError as exc:
         raise OutputPathError(f"{path}: cannot check the output path ({exc.strerror})") from exc
-    if mode is not None and stat.S_ISDIR(mode):
+    if mode is not None and stat.S_ISDIR(mode) and not folder_ok:
         raise OutputPathError(f"{path}: a folder with that name exists; choose a file name")
-    if mode is not None and not stat.S_ISREG(mode):
+    if mode is not None and not stat.S_ISDIR(mode) and folder_ok:
+        raise OutputPathError(f"{path}: exists and is not a folder; choose another name")
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         raise OutputPathError(f"{path}: exists and is not a regular file (a device, pipe or "
                               "socket); choose a file path")
     for source in inputs:
@@ -65,6 +71,9 @@ def check_output_path(path: str | Path, inputs: Iterable[str | Path] = ()) -> Pa
         if _same_file(path, source):
             raise OutputPathError(f"{path}: this is an input file; writing there would destroy "
                                   "it, so choose another output name")
+        if folder_ok and source.is_dir() and source.resolve() in path.resolve().parents:
+            raise OutputPathError(f"{path}: lies inside the input {source}; choose a path "
+                                  "outside it")
     resolved = path.resolve()
     if resolved == PACKAGE_DIR or PACKAGE_DIR in resolved.parents:
         raise OutputPathError(f"{path}: lies inside the napari-fcnseg installation; choose a "

@@ -51,14 +51,15 @@ class Volume:
 
     Attributes
     ----------
-    data : numpy.ndarray
-        ``(Z, Y, X)`` for volumes, ``(Y, X)`` for 2D images.
+    data : numpy.ndarray or array-like
+        ``(Z, Y, X)`` for volumes, ``(Y, X)`` for 2D images; for zarr stores the zarr array
+        itself, read on demand.
     spacing : tuple of float
         Voxel size along each axis of ``data`` in millimetres (1.0 where unknown).
     path : Path
         The file or folder that was read.
     format : str
-        ``"tiff"``, ``"nifti"`` or ``"dicom"``.
+        ``"tiff"``, ``"nifti"``, ``"dicom"`` or ``"zarr"``.
     modality : str or None
         DICOM Modality (``"CT"``, ``"MR"``, ...), None when unknown.
     affine : numpy.ndarray or None

@@ -24,7 +24,7 @@ from napari_fcnseg.io.base import (
     full_suffix,
 )
 
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm", ".zarr")
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _BY_SUFFIX = {".tif": "tiff", ".tiff": "tiff", ".nii": "nifti", ".nii.gz": "nifti", ".dcm": "dicom"}
@@ -36,6 +36,7 @@ READERS: dict[str, tuple[str, str]] = {
     "tiff": ("napari_fcnseg.io.tiff", "read_tiff"),
     "nifti": ("napari_fcnseg.io.nifti", "read_nifti"),
     "dicom": ("napari_fcnseg.io.dicom", "read_dicom"),
+    "zarr": ("napari_fcnseg.io.zarr_io", "read_zarr"),
 }
 
 
@@ -54,9 +55,11 @@ def _sniff(path: Path) -> str | None:
 
 
 def detect_format(path: Path) -> str | None:
-    """Return ``"tiff"``, ``"nifti"``, ``"dicom"`` or None for an existing path."""
+    """Return ``"tiff"``, ``"nifti"``, ``"dicom"``, ``"zarr"`` or None for an existing path."""
     if path.is_dir():
-        return "dicom"
+        from napari_fcnseg.io.zarr_io import is_zarr
+
+        return "zarr" if is_zarr(path) else "dicom"
     return _BY_SUFFIX.get(full_suffix(path)) or _sniff(path)
 
 
@@ -152,8 +155,12 @@ def write_labels(path: str | Path, labels: np.ndarray, like: Volume | None = Non
 
         spacing = None if like is None else like.spacing
         return atomic_write(path, lambda tmp: write_tiff(tmp, arr, spacing))
-    raise ImageWriteError("labels can be written as .nii, .nii.gz, .tif, .tiff or .dcm (DICOM "
-                          "SEG) only", path)
+    if suffix == ".zarr":
+        from napari_fcnseg.io.zarr_io import write_zarr_labels
+
+        return write_zarr_labels(path, arr, like, class_names)
+    raise ImageWriteError("labels can be written as .nii, .nii.gz, .tif, .tiff, .zarr or .dcm "
+                          "(DICOM SEG) only", path)
 
 
 def write_image(
@@ -184,8 +191,9 @@ def is_supported(path: str | Path) -> bool:
         path = Path(path)
         if path.is_dir():
             from napari_fcnseg.io.dicom import folder_has_dicom
+            from napari_fcnseg.io.zarr_io import is_zarr
 
-            return folder_has_dicom(path)
+            return is_zarr(path) or folder_has_dicom(path)
         if path.exists() and not path.is_file():  # a pipe named x.tif would block the reader
             return False
         if full_suffix(path) in SUPPORTED_SUFFIXES:
