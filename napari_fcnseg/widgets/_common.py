@@ -30,6 +30,13 @@ def notify_info(message: str) -> None:
     show_info(message)
 
 
+def notify_warning(message: str) -> None:
+    """Show ``message`` to the user as a napari warning notification."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
 def fail_future(future: Future, message: str, error: type[Exception],
                 status_label: Any = None) -> Future:
     """Show ``message`` as an error (and in ``status_label``), and fail ``future`` with it.

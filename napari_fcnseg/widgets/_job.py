@@ -15,7 +15,12 @@ Segment and Fine-tune both run a core progress generator (see
 - the worker's signals go to closures, not to the widget's bound methods: Qt drops
   connections to a deleted widget, and the future must resolve even when the dock is closed
   mid-run. The widget's hooks are still called then; they check :func:`~._common.is_alive`
-  before touching Qt objects, as the job does.
+  before touching Qt objects, as the job does;
+- a ``RuntimeError`` raised in the worker (torch's, e.g. out of memory) fails the run like any
+  other error (:class:`WorkerError`): superqt's worker takes one for its own deletion, only
+  warns, and never says it finished;
+- the plugin's own warnings raised in the worker (e.g. NaN voxels in the image) are shown as
+  napari warnings, once each per run; other libraries' warnings are not the person's concern.
 """
 
 from __future__ import annotations
@@ -23,12 +28,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ._common import fail_future, is_alive
+from ._common import fail_future, is_alive, notify_warning
 
 CANCELLING = "Cancelling..."
+
+
+class WorkerError(Exception):
+    """A ``RuntimeError`` raised in a worker, passed on as an error superqt reports."""
+
+
+def _runtime_errors_reported(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The generator function ``function``, raising :class:`WorkerError` for a RuntimeError."""
+    def run(*args: Any, **kwargs: Any):
+        try:
+            return (yield from function(*args, **kwargs))
+        except RuntimeError as exc:
+            raise WorkerError(str(exc)) from exc
+
+    run.__name__ = run.__qualname__ = getattr(function, "__name__", "run")
+    return run
 
 
 @dataclass(eq=False)
@@ -44,6 +65,7 @@ class _Run:
     outcome: tuple[bool, Any] | None = None  # (True, value) or (False, error message)
     finished: bool = False
     last_progress: float = 0.0
+    warned: set[str] = field(default_factory=set)  # warnings shown (once each)
 
 
 class BackgroundJob:
@@ -149,10 +171,11 @@ class BackgroundJob:
 
         if self.busy:
             raise RuntimeError("a run is already going")
-        worker = create_worker(function, *args, _ignore_errors=True,
+        worker = create_worker(_runtime_errors_reported(function), *args, _ignore_errors=True,
                                _progress={"total": total, "desc": desc}, **kwargs)
         run = _Run(worker, Future(), on_returned, drive_bar=total == 0)
         worker.yielded.connect(lambda record: self._yielded(run, record))
+        worker.warned.connect(lambda args: self._warned(run, args))
         worker.returned.connect(lambda result: run.on_returned(result))
         worker.errored.connect(lambda exc: self._errored(run, exc))
         worker.aborted.connect(lambda: self._aborted(run))
@@ -201,12 +224,23 @@ class BackgroundJob:
         if record.step < record.total and now - run.last_progress < self.progress_interval:
             return
         run.last_progress = now
+        self._on_progress(record)
+        # last: napari's bar processes pending events when it moves, and so may end the run
+        # here; a progress record shown after the run's last word would replace it
         pbar = getattr(run.worker, "pbar", None)
         if run.drive_bar and pbar is not None:
             if pbar.total != record.total:
                 pbar.total = record.total
             pbar.update(record.step - pbar.n)
-        self._on_progress(record)
+
+    def _warned(self, run: _Run, args: tuple) -> None:
+        message, category = args[0], args[1]
+        text = str(message)
+        if (run.cancelled or not getattr(category, "__module__", "").startswith("napari_fcnseg")
+                or text in run.warned):
+            return
+        run.warned.add(text)
+        notify_warning(text)
 
     def _errored(self, run: _Run, exc: BaseException) -> None:
         if run.outcome is None:  # a failed run is past cancelling
