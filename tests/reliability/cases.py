@@ -332,8 +332,10 @@ CASES: list[Case] = [
 
 
 def matrix_markdown() -> str:
-    """docs/reliability.md: the matrix as a table."""
-    lines = ["# Reliability: the bad-input matrix", "",
+    """docs/reliability.md: the matrix as tables, the command line's and the widgets'."""
+    from .widget_cases import widget_markdown  # no Qt: the table only
+
+    lines = ["# Reliability: the bad-input matrix", "", "## Command line", "",
              "Generated from `tests/reliability/cases.py` (`python -m tests.reliability.cases`)"
              "; `tests/reliability/test_bad_input.py` runs every row on every test run and "
              "checks the exit code, exactly one plain error line naming the problem, no "
@@ -354,7 +356,7 @@ def matrix_markdown() -> str:
         if c.posix_root:
             expected += " (*root*)"
         lines.append(f"| `{c.id}` | {c.category} | {c.what} | {expected} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *widget_markdown()]) + "\n"
 
 
 if __name__ == "__main__":
