@@ -3,7 +3,8 @@
 :class:`SliceReviewWidget` pairs an image with its Labels layer, lists the slices of the labels
 that a person edited or marked as reviewed (the review state lives in ``layer.metadata``, see
 :mod:`napari_fcnseg.core.review`), marks and unmarks slices, moves the viewer to them, and keeps
-the list current while the person paints. :class:`~.finetune.FinetuneWidget` builds on it.
+the list current while the person paints. It is the upper part of
+:class:`~.finetune.FinetuneWidget`, which holds one and adds the fine-tuning controls below it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -78,6 +78,8 @@ class SliceReviewWidget(QWidget):
     labels_changed = Signal()
     #: Emitted after the image and labels layers were chosen anew, also when neither changed.
     layers_chosen = Signal()
+    #: Emitted after the slices were listed again, with how many will be learned from.
+    refreshed = Signal(int)
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -123,27 +125,18 @@ class SliceReviewWidget(QWidget):
         slice_buttons = QHBoxLayout()
         for button in (self.goto_button, self.unmark_button, self.refresh_button):
             slice_buttons.addWidget(button)
-        # everything scrolls, so no button is pushed off a 1000-pixel-high screen
-        content = QWidget()
-        scroll = QScrollArea(widgetResizable=True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        scroll.setWidget(content)
-        self._scroll, self._content = scroll, content
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        self._layout = QVBoxLayout(content)  # widgets built on this one add theirs below
-        self._layout.addLayout(layers)
-        self._layout.addWidget(QLabel("Slices to learn from:"))
-        self._layout.addWidget(self.slice_list)
-        self._layout.addWidget(self.summary_label)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)  # a part of the dock, not a frame of its own
+        layout.addLayout(layers)
+        layout.addWidget(QLabel("Slices to learn from:"))
+        layout.addWidget(self.slice_list)
+        layout.addWidget(self.summary_label)
         review_buttons = QHBoxLayout()
         review_buttons.addWidget(self.next_button)
         review_buttons.addWidget(self.mark_button)
-        self._layout.addLayout(review_buttons)
-        self._layout.addLayout(slice_buttons)
-        self._layout.addWidget(self.shortcuts_label)
+        layout.addLayout(review_buttons)
+        layout.addLayout(slice_buttons)
+        layout.addWidget(self.shortcuts_label)
 
         self.image_combo.currentTextChanged.connect(self._on_image_picked)
         self.labels_combo.currentTextChanged.connect(self._on_labels_picked)
@@ -160,13 +153,6 @@ class SliceReviewWidget(QWidget):
         for layer in self.viewer.layers:
             layer.events.name.connect(self._on_layers_changed)
         self._on_layers_changed()
-
-    def fit_width(self) -> None:
-        """Make the dock as wide as the content needs (call once all rows are added)."""
-        bar = self._scroll.verticalScrollBar().sizeHint().width()
-        margins = self._layout.contentsMargins()
-        self._scroll.setMinimumWidth(self._content.sizeHint().width() + bar + margins.left()
-                                     + margins.right() + 16)
 
     # ------------------------------------------------------------------ choice of layers
     @property
@@ -331,7 +317,7 @@ class SliceReviewWidget(QWidget):
         return list(self.slice_status())
 
     def refresh(self) -> None:
-        """Re-read the labels and re-list the slices to learn from."""
+        """Re-read the labels and re-list the slices to learn from (then :attr:`refreshed`)."""
         if not is_alive(self):
             return
         self._timer.stop()
@@ -351,6 +337,7 @@ class SliceReviewWidget(QWidget):
             self.summary_label.setText(
                 f"{len(status)} of {n} slice(s) will be learned from. Paint corrections, or mark "
                 "slices that are already right as reviewed.")
+        self.refreshed.emit(len(status))
 
     def _slice_name(self, k: int) -> str:
         shape = tuple(self.labels_layer.data.shape)

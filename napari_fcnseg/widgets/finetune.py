@@ -1,9 +1,10 @@
 """The "Review and Fine-tune" dock widget: teach a stored model from the slices a person corrected.
 
 The review half, which lists the slices of a Labels layer that a person edited or marked as
-reviewed, is :class:`~._slice_review.SliceReviewWidget`. This module adds the rest: it
-fine-tunes a copy of a stored model on exactly those slices in a napari thread worker, saves the
-result with its lineage, and can then re-segment the slices nobody reviewed with the new model.
+reviewed, is a :class:`~._slice_review.SliceReviewWidget` the dock holds. This module adds the
+rest: it fine-tunes a copy of a stored model on exactly those slices in a napari thread worker,
+saves the result with its lineage, and can then re-segment the slices nobody reviewed with the
+new model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
 )
 
 from napari_fcnseg.core.review import METADATA_KEY, protected_slices, slice_count
@@ -52,13 +56,33 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-class FinetuneWidget(SliceReviewWidget):
+def _from_review(name: str, settable: bool = False) -> property:
+    """A property passing ``name`` on to the widget's :attr:`~FinetuneWidget.review` part."""
+    def get(self: FinetuneWidget) -> Any:
+        return getattr(self.review, name)
+
+    def set_(self: FinetuneWidget, value: Any) -> None:
+        setattr(self.review, name, value)
+
+    return property(get, set_ if settable else None,
+                    doc=f"The review part's ``{name}`` (see :class:`SliceReviewWidget`).")
+
+
+#: Controls of the review part that the dock exposes under the same names.
+REVIEW_CONTROLS = ("image_combo", "labels_combo", "slice_list", "summary_label", "goto_button",
+                   "mark_button", "unmark_button", "refresh_button", "next_button",
+                   "shortcuts_label")
+
+
+class FinetuneWidget(QWidget):
     """Fine-tune a stored model on the edited and reviewed slices of a Labels layer.
 
     The slice review (choice of image and labels, the list of slices to learn from, marking
-    slices reviewed) comes from :class:`~._slice_review.SliceReviewWidget`. A model it saves
-    becomes the viewer's model to segment with, and re-segmenting goes through the viewer's
-    Segment widget; both are found through the viewer's session (see :mod:`.session`).
+    slices reviewed) is a :class:`~._slice_review.SliceReviewWidget`, :attr:`review`, at the top
+    of the dock; its layers, controls and slice methods are also reachable here under the same
+    names. A model it saves becomes the viewer's model to segment with, and re-segmenting goes
+    through the viewer's Segment widget; both are found through the viewer's session (see
+    :mod:`.session`).
 
     Parameters
     ----------
@@ -66,9 +90,24 @@ class FinetuneWidget(SliceReviewWidget):
         The viewer this widget is docked in (or napari's proxy of it).
     """
 
-    def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__(napari_viewer)
+    image_layer = _from_review("image_layer", settable=True)
+    labels_layer = _from_review("labels_layer", settable=True)
+    review_state = _from_review("review_state")
+    slice_status = _from_review("slice_status")
+    training_slices = _from_review("training_slices")
+    current_slice = _from_review("current_slice")
+    go_to_slice = _from_review("go_to_slice")
+    go_to_next_to_review = _from_review("go_to_next_to_review")
+    go_back = _from_review("go_back")
+    mark_reviewed = _from_review("mark_reviewed")
+    unmark = _from_review("unmark")
 
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.review = SliceReviewWidget(napari_viewer)
+        self.viewer = self.review.viewer
+        for attr in REVIEW_CONTROLS:
+            setattr(self, attr, getattr(self.review, attr))
         self.session = session_for(napari_viewer)
         self._t_first: float | None = None
         self._last_model: str | None = None
@@ -82,7 +121,7 @@ class FinetuneWidget(SliceReviewWidget):
         self.name_edit = self.form.name_edit
         self._strokes: StrokeTracker | None = None
         self._strokes_layer: Any = None
-        self.labels_changed.connect(self._track_strokes)
+        self.review.labels_changed.connect(self._track_strokes)
         self._track_strokes()
         self.finetune_button = QPushButton("Fine-tune")
         self.cancel_button = QPushButton("Cancel", enabled=False)
@@ -99,9 +138,35 @@ class FinetuneWidget(SliceReviewWidget):
             on_progress=self._on_progress, on_cancelled=self._on_cancelled,
             describe_error=lambda exc: f"Fine-tuning failed: {str(exc) or 'no result came back'}")
 
+        self._build_layout()
+
+        self.finetune_button.clicked.connect(lambda: self.finetune())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.resegment_button.clicked.connect(lambda: self.resegment_unreviewed())
+        self.review.labels_changed.connect(self._select_base_model)
+        self.review.layers_chosen.connect(self._propose_name)
+        self.review.refreshed.connect(self.form.show_estimate)
+        self._propose_name()
+        self.refresh_models()
+        self.fit_width()
+
+    def _build_layout(self) -> None:
+        """The review part, then the form, buttons, progress and results, all in one scroll."""
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.finetune_button)
         run_buttons.addWidget(self.cancel_button)
+        # everything scrolls, so no button is pushed off a 1000-pixel-high screen
+        content = QWidget()
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setWidget(content)
+        self._scroll, self._content = scroll, content
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._layout = QVBoxLayout(content)
+        self._layout.addWidget(self.review)
         self._layout.addWidget(self.form)
         self._layout.addLayout(run_buttons)
         for widget in (self.progress_bar, self.status_label, self.loss_plot, self.result_label,
@@ -109,14 +174,12 @@ class FinetuneWidget(SliceReviewWidget):
             self._layout.addWidget(widget)
         self._layout.addStretch(1)
 
-        self.finetune_button.clicked.connect(lambda: self.finetune())
-        self.cancel_button.clicked.connect(self.cancel)
-        self.resegment_button.clicked.connect(lambda: self.resegment_unreviewed())
-        self.labels_changed.connect(self._select_base_model)
-        self.layers_chosen.connect(self._propose_name)
-        self._propose_name()
-        self.refresh_models()
-        self.fit_width()
+    def fit_width(self) -> None:
+        """Make the dock as wide as the content needs (call once all rows are added)."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        margins = self._layout.contentsMargins()
+        self._scroll.setMinimumWidth(self._content.sizeHint().width() + bar + margins.left()
+                                     + margins.right() + 16)
 
     # ------------------------------------------------------------------------ models
     def _propose_name(self) -> None:
@@ -164,9 +227,7 @@ class FinetuneWidget(SliceReviewWidget):
 
     def refresh(self) -> None:
         """Re-list the slices to learn from, and say how long fine-tuning on them will take."""
-        super().refresh()
-        if hasattr(self, "form"):
-            self.form.show_estimate(len(self.slice_status()))
+        self.review.refresh()  # the estimate follows through review.refreshed
 
     def _name_classes(self, names: list[str]) -> None:
         """Record the round's class names on the labels layer (status bar, legend, saving)."""
