@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ __all__ = [
 
 ENV_MODEL_DIR = "NAPARI_FCNSEG_MODEL_DIR"
 _DEFAULT_FILE = "default.json"
+#: Age after which a name lock is taken to be left behind by a process that died.
+STALE_LOCK_SECONDS = 30
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +239,45 @@ class ModelStore:
         NameTakenError
             When another save created the card first.
         """
+        with self._name_lock(name):
+            clash = next((p.stem for p in self.root.glob("*.json")
+                          if p.stem.casefold() == name.casefold()), None)
+            if clash is not None:  # fresh from the disk, not from an earlier listing
+                raise NameTakenError(f"a model named {clash!r} already exists; choose another "
+                                     "name")
+            self._link_card(name, card)
+
+    @contextlib.contextmanager
+    def _name_lock(self, name: str):
+        """Hold ``.claim-<casefolded name>.lock`` (exclusive create) while a name is claimed.
+
+        Names are unique regardless of case, but two saves of ``LIVER`` and ``liver`` create
+        different card files on a case-sensitive file system; the lock, named by the
+        case-folded name, lets only one of them check and claim at a time. A lock left by a
+        process that died (older than :data:`STALE_LOCK_SECONDS`) is taken over.
+        """
+        lock = self.root / f".claim-{name.casefold()}.lock"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                break
+            except FileExistsError:
+                with contextlib.suppress(OSError):
+                    if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+                        lock.unlink()
+                        continue
+                if time.monotonic() > deadline:
+                    raise NameTakenError(f"another save of {name!r} is in progress; try again "
+                                         "or choose another name") from None
+                time.sleep(0.01)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+
+    def _link_card(self, name: str, card: bytes) -> None:
         path = self._json(name)
         with tempfile.NamedTemporaryFile(delete=False, dir=self.root, prefix=f".{name}-",
                                          suffix=".tmp") as tmp:

@@ -154,28 +154,12 @@ def test_concurrent_save_import_export_delete_lose_nothing(work):
                                                                    KEPT["keep-1"])
 
 
-def _case_sensitive(folder: Path) -> bool:
-    probe = folder / "Case-Probe"
-    probe.touch()
-    try:
-        return not (folder / "case-probe").exists()
-    finally:
-        probe.unlink()
-
-
-def test_names_that_differ_only_in_case_cannot_both_be_claimed(tmp_path, request):
+def test_names_that_differ_only_in_case_cannot_both_be_claimed(tmp_path):
     # Two saves race, one for "LIVER", one for "liver": the second process listed the store
     # just before the first one's save landed. The store keeps names unique regardless of
     # case (they are the same file on macOS and Windows), so the later save must be refused.
     root = tmp_path / "models"
     root.mkdir()
-    if _case_sensitive(root):
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-            "ModelStore.save checks for a case-insensitive clash (_taken, from a listing of "
-            "the store) before it claims the exact file name (_claim, os.link of "
-            "'<name>.json'); on a case-sensitive file system a save that listed the store "
-            "before another process's save of the same name in other case landed claims its "
-            "own file, and both models exist")))
     late, early = ModelStore(root), ModelStore(root)
     stale = late.list()  # what the later save saw when it looked
     early.save(tiny_net(1.0), "LIVER", {"classes": CLASSES})
