@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QSignalBlocker, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -33,7 +32,7 @@ from napari_fcnseg.core.review import (
     slice_index,
 )
 
-from ._common import current_slice, find_labels_layer, is_alive, layer_named, notify_error
+from ._common import current_slice, is_alive, notify_error
 from ._guided import (
     bind_review_keys,
     next_to_review,
@@ -41,7 +40,7 @@ from ._guided import (
     shortcuts_html,
     shortcuts_tooltip,
 )
-from ._segment_output import PROBABILITY_KEY
+from ._layer_choice import LayerChoice
 from .session import real_viewer
 
 if TYPE_CHECKING:
@@ -63,10 +62,9 @@ class FinetuneError(Exception):
 class SliceReviewWidget(QWidget):
     """Review the slices of a Labels layer: list, mark and visit the ones to learn from.
 
-    The Labels layer reviewed is the one the user chose, as long as it exists; otherwise the
-    chosen image's own labels layer (see :func:`~._common.find_labels_layer`), else one with
-    the image's shape — one the plugin wrote before any other (a ground truth opened beside
-    the scan). Choosing an image hands the choice of labels back to the widget.
+    Which image and Labels layer are reviewed is :attr:`layers`' concern (see
+    :mod:`._layer_choice`); this widget lists, marks and visits the slices of those labels and
+    keeps the list current while the person paints.
 
     Parameters
     ----------
@@ -85,20 +83,17 @@ class SliceReviewWidget(QWidget):
         super().__init__()
         self.viewer = real_viewer(napari_viewer)  # layers compared with `is` (see .session)
         self._watched: Labels | None = None  # the labels layer whose events we listen to
-        self._chosen_labels: Labels | None = None  # the labels layer the user chose
         self._point: tuple = ()
         self._timer = QTimer(self, singleShot=True, interval=250)
         self._timer.timeout.connect(self.refresh)
 
-        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
+        self.layers = LayerChoice(self.viewer, self)
+        self.image_combo, self.labels_combo = self.layers.image_combo, self.layers.labels_combo
         self.slice_list = QListWidget()
         self.slice_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.slice_list.setMaximumHeight(120)
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
-        self.image_combo.setToolTip("The scan the labels were drawn on.")
-        self.labels_combo.setToolTip("The labels to review and learn from (the layer "
-                                     "Segment wrote, or one you drew).")
         self.goto_button = QPushButton("Go to slice")
         self.goto_button.setToolTip("Show the slice selected in the list.")
         self.mark_button = QPushButton("Mark reviewed")
@@ -138,8 +133,7 @@ class SliceReviewWidget(QWidget):
         layout.addLayout(slice_buttons)
         layout.addWidget(self.shortcuts_label)
 
-        self.image_combo.currentTextChanged.connect(self._on_image_picked)
-        self.labels_combo.currentTextChanged.connect(self._on_labels_picked)
+        self.layers.chosen.connect(self._on_labels_changed)
         self.slice_list.itemDoubleClicked.connect(
             lambda item: self.go_to_slice(item.data(SLICE_ROLE)))
         self.goto_button.clicked.connect(self._on_goto_clicked)
@@ -148,112 +142,26 @@ class SliceReviewWidget(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.next_button.clicked.connect(lambda: self.go_to_next_to_review())
         bind_review_keys(self.viewer, self)
-        for event in ("inserted", "removed", "reordered"):
-            getattr(self.viewer.layers.events, event).connect(self._on_layers_changed)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._on_layers_changed)
-        self._on_layers_changed()
+        self.layers.refresh()
 
     # ------------------------------------------------------------------ choice of layers
     @property
     def image_layer(self) -> Image | None:
         """The chosen image layer, or None; setting one reviews that image's own labels."""
-        name = self.image_combo.currentText()
-        return layer_named(self.viewer, name)
+        return self.layers.image_layer
 
     @image_layer.setter
     def image_layer(self, layer: Image | str) -> None:
-        with QSignalBlocker(self.image_combo):
-            self.image_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
-        self._on_image_picked()
+        self.layers.image_layer = layer
 
     @property
     def labels_layer(self) -> Labels | None:
         """The Labels layer under review, or None; one set here stays until an image is set."""
-        name = self.labels_combo.currentText()
-        return layer_named(self.viewer, name)
+        return self.layers.labels_layer
 
     @labels_layer.setter
     def labels_layer(self, layer: Labels | str) -> None:
-        with QSignalBlocker(self.labels_combo):
-            self.labels_combo.setCurrentText(layer if isinstance(layer, str) else layer.name)
-        self._on_labels_picked()
-
-    def _on_layers_changed(self, event: Any = None) -> None:
-        from napari.layers import Image, Labels
-
-        if not is_alive(self):
-            return
-        if event is not None and getattr(event, "type", "") == "inserted":
-            event.value.events.name.connect(self._on_layers_changed)
-        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            names = [lay.name for lay in self.viewer.layers if isinstance(lay, kind)
-                     and not (kind is Image and lay.metadata.get(PROBABILITY_KEY))]
-            with QSignalBlocker(combo):
-                combo.clear()
-                combo.addItems(names[::-1])  # top layer first
-                if current in names:
-                    combo.setCurrentText(current)
-        # a layer added or removed in napari: list the slices a moment later, so that adding
-        # a big labels layer does not also wait for every slice to be hashed
-        self._choose_labels(defer_refresh=event is not None)
-
-    def _on_image_picked(self, name: str = "") -> None:
-        """An image was chosen: review its own labels layer (or one of its shape) from now on."""
-        self._chosen_labels = None
-        self._choose_labels(follow_image=False)
-
-    def _on_labels_picked(self, name: str = "") -> None:
-        """A labels layer was chosen: keep it, and show the image it was made for."""
-        self._chosen_labels = self.labels_layer
-        if self._chosen_labels is not None:
-            self._show_image_of(self._chosen_labels)
-        self._on_labels_changed()
-
-    def _labels_to_review(self) -> Labels | None:
-        """The Labels layer to review now, by the rule in the class docstring.
-
-        Without a fitting one, the layer reviewed so far stays, else the top Labels layer.
-        """
-        from napari.layers import Labels
-
-        layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)][::-1]
-        if not any(layer is self._chosen_labels for layer in layers):
-            self._chosen_labels = None  # removed: choose automatically again
-        # a layer the plugin wrote wins over one it did not (a ground truth opened beside the
-        # scan), also when that one was reviewed so far
-        ours = [layer for layer in layers if METADATA_KEY in layer.metadata]
-        others = [layer for layer in layers if METADATA_KEY not in layer.metadata]
-        previous = self._watched if any(layer is self._watched for layer in layers) else None
-        candidates = [self._chosen_labels]
-        image = self.image_layer
-        if image is not None:
-            shape = tuple(image.data.shape)
-
-            def fitting(group: list) -> list:
-                same = [layer for layer in group if tuple(layer.data.shape) == shape]
-                return sorted(same, key=lambda layer: layer is not previous)  # no jumping
-
-            candidates += [find_labels_layer(self.viewer, image), *fitting(ours),
-                           *fitting(others)]
-        candidates += [previous, *ours, *others]
-        return next((layer for layer in candidates if layer is not None), None)
-
-    def _choose_labels(self, follow_image: bool = True, defer_refresh: bool = False) -> None:
-        """Choose the Labels layer to review anew and take it in (see _on_labels_changed)."""
-        labels = self._labels_to_review()
-        with QSignalBlocker(self.labels_combo):
-            self.labels_combo.setCurrentIndex(
-                self.labels_combo.findText(labels.name) if labels is not None else -1)
-        self._on_labels_changed(follow_image, defer_refresh)
-
-    def _show_image_of(self, labels: Labels) -> None:
-        """Choose the image ``labels`` were made for, when they are named "<image> labels"."""
-        image = labels.name.removesuffix(" labels")
-        if image != labels.name and self.image_combo.findText(image) >= 0:
-            with QSignalBlocker(self.image_combo):
-                self.image_combo.setCurrentText(image)
+        self.layers.labels_layer = layer
 
     def _on_labels_changed(self, follow_image: bool = True, defer_refresh: bool = False) -> None:
         """Take in the Labels layer under review: follow its edits and list its slices.
@@ -269,7 +177,7 @@ class SliceReviewWidget(QWidget):
             for event in LABELS_EVENTS if labels is not None else ():
                 getattr(labels.events, event).connect(self._on_labels_event)
             if follow_image and labels is not None:
-                self._show_image_of(labels)
+                self.layers.show_image_of(labels)
             self.labels_changed.emit()
         self.layers_chosen.emit()
         if defer_refresh:
