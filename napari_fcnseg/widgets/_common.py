@@ -1,7 +1,8 @@
 """Plumbing shared by the plugin's widgets: notifications, layer checks and look-ups.
 
-What widgets share with each other (the per-viewer session, store events) is in
-:mod:`.session`.
+What widgets share with each other (the per-viewer session, its model store, store events) is
+in :mod:`.session`; running work in the background behind a Future is :mod:`._job`'s, listing
+the store's models in a combo box :mod:`._model_combo`'s.
 """
 
 from __future__ import annotations
