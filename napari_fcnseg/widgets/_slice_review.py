@@ -48,8 +48,16 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
 SLICE_ROLE = Qt.ItemDataRole.UserRole
-#: Labels layer events after which the list of slices may be out of date.
+#: Labels layer events after which the list of slices may be out of date (older napari has no
+#: ``metadata`` event: :func:`_labels_events` skips what a layer does not emit).
 LABELS_EVENTS = ("paint", "data", "metadata", "set_data")
+
+
+def _labels_events(labels: Labels | None) -> list:
+    """The emitters of ``labels`` named in :data:`LABELS_EVENTS` (none for no layer)."""
+    if labels is None:
+        return []
+    return [e for e in (getattr(labels.events, n, None) for n in LABELS_EVENTS) if e is not None]
 
 
 class FinetuneError(Exception):
@@ -171,11 +179,11 @@ class SliceReviewWidget(QWidget):
         """
         labels = self.labels_layer
         if self._watched is not labels:
-            for event in LABELS_EVENTS if self._watched is not None else ():
-                getattr(self._watched.events, event).disconnect(self._on_labels_event)
+            for emitter in _labels_events(self._watched):
+                emitter.disconnect(self._on_labels_event)
             self._watched = labels
-            for event in LABELS_EVENTS if labels is not None else ():
-                getattr(labels.events, event).connect(self._on_labels_event)
+            for emitter in _labels_events(labels):
+                emitter.connect(self._on_labels_event)
             if follow_image and labels is not None:
                 self.layers.show_image_of(labels)
             self.labels_changed.emit()

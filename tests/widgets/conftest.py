@@ -1,7 +1,18 @@
 """Fixtures for the widget tests: a private model store with tiny random models."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items):
+    """Every test in this folder needs napari's Qt viewer: ``-m gui`` selects them all."""
+    for item in items:
+        if HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.gui)
 
 
 @pytest.fixture(autouse=True)
