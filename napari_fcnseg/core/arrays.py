@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .slices import slice_count, slice_index
+
 #: Slices read to fit the intensity normalisation of a lazy image.
 SAMPLE_SLICES = 48
 #: Largest number of voxels used for that fit.
@@ -31,21 +33,9 @@ def as_image(image: Any) -> Any:
     return image if is_lazy(image) else np.asarray(image)
 
 
-def slice_count(shape: tuple[int, ...]) -> int:
-    """Number of 2D slices of an image of ``shape`` (all axes before the last two)."""
-    return int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
-
-
-def slice_index(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
-    """The leading-axes index of flat slice ``k`` (of ``image.reshape(-1, Y, X)``)."""
-    if len(shape) <= 2:
-        return ()
-    return tuple(int(i) for i in np.unravel_index(int(k), shape[:-2]))
-
-
 def read_slice(image: Any, k: int) -> np.ndarray:
     """Flat slice ``k`` of ``image`` as a 2D numpy array (computes a dask array's part)."""
-    part = image[slice_index(tuple(image.shape), k)] if image.ndim > 2 else image[...]
+    part = image[slice_index(tuple(image.shape), k)]
     if hasattr(part, "compute"):  # dask
         part = part.compute()
     return np.asarray(part)
@@ -55,10 +45,7 @@ def write_slices(out: Any, first: int, block: np.ndarray) -> None:
     """Write consecutive 2D slices ``block`` (B, Y, X) into ``out`` from flat slice ``first``."""
     for i, plane in enumerate(block):
         index = slice_index(tuple(out.shape), first + i)
-        if out.ndim > 2:
-            out[index] = plane
-        else:
-            out[...] = plane
+        out[index if index else ...] = plane
 
 
 def sample_values(image: Any) -> np.ndarray:

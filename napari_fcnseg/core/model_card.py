@@ -93,8 +93,8 @@ class ModelInfo:
         meta = self.metadata
         parts = [self.architecture or "?"]
         parts.append("built in" if self.bundled else f"from {meta.get('parent') or '-'}")
-        if slice_count(meta):
-            parts.append(f"{slice_count(meta)} slice(s)")
+        if annotated_slice_count(meta):
+            parts.append(f"{annotated_slice_count(meta)} slice(s)")
         if dice_text(self.scores):
             what = "held-out Dice" if meta.get("dice_after") else "Dice on generated volumes"
             parts.append(f"{what} {dice_text(self.scores)}")
@@ -123,7 +123,7 @@ def dice_text(scores: Any) -> str:
     return f"{mean:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in values.items()) + ")"
 
 
-def slice_count(meta: dict) -> str:
+def annotated_slice_count(meta: dict) -> str:
     """How many annotated slices a model was fine-tuned on, as text ('' if not fine-tuned)."""
     count = meta.get("num_annotated_slices")
     if count is None and isinstance(meta.get("slices"), list):
@@ -141,8 +141,9 @@ def describe_card(meta: dict) -> str:
         lines.append(f"Created: {created_date(meta.get('created'))}")
     if meta.get("parent"):
         lines.append(f"Fine-tuned from: {meta['parent']}")
-    if slice_count(meta):
-        lines.append(f"Trained on {slice_count(meta)} slice(s), {meta.get('steps', '?')} steps")
+    if annotated_slice_count(meta):
+        lines.append(f"Trained on {annotated_slice_count(meta)} slice(s), "
+                     f"{meta.get('steps', '?')} steps")
     for key, label in (("dice_before", "Starting model on the annotated slices"),
                        ("dice_after", "Fine-tuned, on annotated slices it did not train on"),
                        ("dice_train", "Fine-tuned, on its own training slices")):

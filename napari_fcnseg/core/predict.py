@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arrays import as_image, is_lazy, read_slice, slice_count, write_slices
+from .arrays import as_image, is_lazy, read_slice, write_slices
 from .device import pick_device
 from .nets import fuse_for_inference, pad_to_multiple
 from .normalize import Normalizer, fit_normalizer
 from .progress import Progress, run_to_completion
+from .slices import slice_count
 
 PROBABILITY_DTYPES = ("float32", "uint8")
 

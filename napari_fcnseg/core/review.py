@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .slices import slice_count, slice_index
+
 METADATA_KEY = "napari-fcnseg"
 #: Version 2: slice digests are truncated SHA-256 (about twice as fast as BLAKE2b here).
 STATE_VERSION = 2
@@ -145,38 +147,6 @@ class ReviewState:
             self.reviewed |= chosen
         else:
             self.reviewed -= chosen
-
-
-def slice_count(shape: tuple[int, ...]) -> int:
-    """Return the number of 2D slices in an array of ``shape`` (1 for a 2D image).
-
-    Raises
-    ------
-    ValueError
-        If ``shape`` has fewer than two axes.
-    """
-    if len(shape) < 2:
-        raise ValueError(f"expected at least 2 axes, got shape {tuple(shape)}")
-    return int(np.prod(shape[:-2], dtype=np.int64))
-
-
-def slice_index(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
-    """Return the leading-axes index of slice ``k`` in an array of ``shape``.
-
-    ``array[slice_index(shape, k)]`` is the (Y, X) slice ``k``; assigning to it writes into
-    ``array`` itself, whatever its memory layout.
-
-    Raises
-    ------
-    IndexError
-        If ``k`` is not a slice of ``shape``.
-    """
-    n = slice_count(shape)
-    if not 0 <= int(k) < n:
-        raise IndexError(f"slice {k} is outside 0..{n - 1}")
-    if len(shape) == 2:
-        return ()
-    return tuple(int(i) for i in np.unravel_index(int(k), tuple(shape[:-2])))
 
 
 def _digest(plane: np.ndarray) -> str:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_fcnseg._reader import MODALITY_KEY
-from napari_fcnseg.core.review import ReviewState, slice_index
+from napari_fcnseg.core.review import ReviewState
+from napari_fcnseg.core.slices import slice_index
 
 from ._common import notify_info, validate_image_layer
 from ._finetune_form import parse_class_names

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_fcnseg.core.review import protected_slices, slice_count
+from napari_fcnseg.core.review import protected_slices
+from napari_fcnseg.core.slices import slice_count
 
 from ._common import is_alive, notify_info
 

@@ -19,8 +19,8 @@ from napari_fcnseg.core.review import (
     OverwriteUndo,
     ReviewState,
     merge_prediction,
-    slice_index,
 )
+from napari_fcnseg.core.slices import slice_index
 
 from ._common import find_labels_layer, layer_geometry, layer_named
 from ._segment_work import SegmentOutcome

@@ -25,7 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fcnseg.core.review import METADATA_KEY, protected_slices, slice_count
+from napari_fcnseg.core.review import METADATA_KEY, protected_slices
+from napari_fcnseg.core.slices import slice_count
 
 from ._common import is_alive, notify_info
 from ._finetune_form import STROKES_ONLY, FinetuneForm

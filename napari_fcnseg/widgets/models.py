@@ -22,9 +22,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_fcnseg.core.model_card import annotated_slice_count as _slices
 from napari_fcnseg.core.model_card import describe_card as describe
 from napari_fcnseg.core.model_card import dice_text as _dice
-from napari_fcnseg.core.model_card import slice_count as _slices
 
 from ._common import is_alive, notify_error, notify_info
 from .session import follow_models, models_changed, session_for
