@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_fcnseg.core.review import slice_count
+from napari_fcnseg.core.arrays import is_lazy
+from napari_fcnseg.core.slices import slice_count
 
 from ._common import current_slice, find_labels_layer, validate_image_layer
 
@@ -100,10 +101,12 @@ def check_request(viewer: napari.Viewer, image: Image | None, scope: str,
     classes = classes_of(model)
     labels = find_labels_layer(viewer, image)
     if labels is not None:
-        if not isinstance(labels.data, np.ndarray) or labels.data.dtype.kind not in "iu":
-            raise SegmentError(f"'{labels.name}' is not an in-memory integer labels array; "
+        lazy = is_lazy(labels.data)  # a zarr store: too big to scan for its largest label
+        if not (isinstance(labels.data, np.ndarray) or lazy) or np.dtype(
+                labels.data.dtype).kind not in "iu":
+            raise SegmentError(f"'{labels.name}' is not an integer labels array; "
                                "rename or delete it to segment into a new layer.")
-        top = int(labels.data.max()) if labels.data.size else 0
+        top = 0 if lazy or not labels.data.size else int(labels.data.max())
         if top >= len(classes):
             raise SegmentError(
                 f"'{labels.name}' contains label {top}, but model '{model}' knows only "

@@ -6,13 +6,22 @@ Everything here runs off the main thread, so that the viewer stays responsive; t
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_fcnseg.core.arrays import as_image, is_lazy
+
 if TYPE_CHECKING:
     from napari_fcnseg.core.store import ModelStore
+
+#: Folder for the labels of images larger than memory (default: the user cache folder).
+LABELS_DIR_ENV = "NAPARI_FCNSEG_LABELS_DIR"
 
 _viewer_warmed = False
 
@@ -62,6 +71,35 @@ class SegmentOutcome:
     entropy: Any = None
 
 
+def labels_store_dir() -> Path:
+    """Where labels of images larger than memory are kept.
+
+    ``$NAPARI_FCNSEG_LABELS_DIR``, else ``labels/`` in the user cache folder.
+    """
+    import platformdirs
+
+    env = os.environ.get(LABELS_DIR_ENV)
+    return Path(env) if env else Path(platformdirs.user_cache_dir("napari-fcnseg")) / "labels"
+
+
+def new_labels_store(shape: tuple[int, ...], classes: list[str]):
+    """A new OME-Zarr labels store (one chunk per slice) in :func:`labels_store_dir`."""
+    from napari_fcnseg.io.zarr_io import ZarrLabelsWriter
+
+    folder = labels_store_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return ZarrLabelsWriter(folder / f"labels-{stamp}-{uuid.uuid4().hex[:6]}.zarr", shape,
+                            class_names=classes)
+
+
+def open_labels_store(path: Path):
+    """The labels array of a finished store, for a napari Labels layer to paint into."""
+    import zarr
+
+    return zarr.open_group(store=str(path), mode="r+")["0"]
+
+
 def predict_work(store: ModelStore, model: str, loaded: Any, data: Any,
                  slices: list[int] | None, modality: str, probabilities: bool, device: str,
                  batch_size: int | None, uncertainty_layer: bool = False):
@@ -81,12 +119,26 @@ def predict_work(store: ModelStore, model: str, loaded: Any, data: Any,
             loaded = fresh = store.load(model)
         except (ModelError, OSError) as exc:
             raise ModelError(f"Cannot load model '{model}': {exc}") from exc
-    image = np.asarray(data)
+    image = as_image(data)
+    store_writer = None
+    if is_lazy(image):  # larger than memory: the labels go to a zarr store, not to RAM
+        if probabilities or uncertainty_layer:
+            raise ValueError("probability and uncertainty layers need the image in memory; "
+                             "this one is read from disk on demand")
+        store_writer = new_labels_store(tuple(image.shape), list(loaded.class_names))
     normalizer = fit_normalizer(image, modality)
-    prediction = yield from predict_iter(
-        loaded.net, image, slices=slices, normalizer=normalizer, batch_size=batch_size,
-        probabilities="uint8" if probabilities or uncertainty_layer else None,
-        uncertainty=True, device=device)
+    try:
+        prediction = yield from predict_iter(
+            loaded.net, image, slices=slices, normalizer=normalizer, batch_size=batch_size,
+            probabilities="uint8" if probabilities or uncertainty_layer else None,
+            uncertainty=True, device=device,
+            out=None if store_writer is None else store_writer.array)
+        if store_writer is not None:
+            prediction.labels = open_labels_store(store_writer.commit())
+    except BaseException:
+        if store_writer is not None:
+            store_writer.abort()
+        raise
     entropy = None
     if uncertainty_layer:
         entropy = entropy_map(prediction.probabilities)
