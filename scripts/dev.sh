@@ -2,6 +2,7 @@
 # Set up a development environment from a fresh clone and run the tests or the demo.
 #
 #   bash scripts/dev.sh test            # install everything, lint, validate the manifest, run pytest
+#                                       # (the whole suite also: installed_check, compat_check)
 #   bash scripts/dev.sh demo [ARGS...]  # install everything, open napari with the demo
 #                                       # (ARGS e.g. --screenshot demo.png, for headless machines)
 #
@@ -47,8 +48,9 @@ case "$action" in
     .venv/bin/lint-imports --no-cache  # the floors: imports only point down (pyproject.toml)
     export NAPARI_FCNSEG_MODEL_DIR="${NAPARI_FCNSEG_MODEL_DIR:-$(mktemp -d)}"
     .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
-    if [ "$#" = 0 ]; then  # the whole suite: also check the plugin installed as users do
+    if [ "$#" = 0 ]; then  # the whole suite: also check the plugin installed as users do,
       bash scripts/installed_check.sh
+      bash scripts/compat_check.sh  # and on the oldest napari supported, with PySide6
     fi
     ;;
   demo)
