@@ -216,8 +216,8 @@ def test_missing_and_unknown_paths(tmp_path):
 
 
 def test_is_supported(tmp_path):
-    assert SUPPORTED_SUFFIXES == (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
-    for name in ("a.tif", "b.TIFF", "c.nii", "d.nii.gz", "e.dcm"):
+    assert SUPPORTED_SUFFIXES == (".tif", ".tiff", ".nii", ".nii.gz", ".dcm", ".zarr")
+    for name in ("a.tif", "b.TIFF", "c.nii", "d.nii.gz", "e.dcm", "s.zarr"):
         assert is_supported(tmp_path / name)
     assert not is_supported(tmp_path / "f.png")
     assert not is_supported(tmp_path / "g.gz")
