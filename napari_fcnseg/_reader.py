@@ -11,13 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._sample_data import CT_WINDOW, MODALITY_KEY
+from .layer_keys import CT_DISPLAY_WINDOW, MODALITY_KEY, SOURCE_KEY, LayerDataTuple, axis_labels
 
-SOURCE_KEY = "napari-fcnseg-source"
 SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 _TIFF = (".tif", ".tiff")
 
-LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 
 def _suffix(path: Path) -> str:
@@ -76,12 +74,6 @@ def _read(path: Path) -> Any:
     from napari_fcnseg import io
 
     return io.read_volume(path)
-
-
-def axis_labels(ndim: int) -> tuple[str, ...]:
-    """Axis names for an image of ``ndim`` axes: (..., "t", "z", "y", "x"), slices along "z"."""
-    names = ("t", "z", "y", "x")[4 - min(ndim, 4):]
-    return (*(f"axis {i}" for i in range(ndim - len(names))), *names)
 
 
 def _looks_like_labels(data: Any) -> bool:
@@ -158,5 +150,5 @@ def _to_layer(volume: Any) -> LayerDataTuple:
     if volume.origin is not None and len(volume.origin) == volume.data.ndim:
         attrs["translate"] = tuple(float(o) for o in volume.origin)
     if is_ct:
-        attrs["contrast_limits"] = CT_WINDOW
+        attrs["contrast_limits"] = CT_DISPLAY_WINDOW
     return volume.data, attrs, "image"

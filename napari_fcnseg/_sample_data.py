@@ -6,15 +6,11 @@ always gives the same volume, with exact ground-truth labels (0 background, 1 or
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-CT_WINDOW = (-160.0, 240.0)  # soft-tissue window: level 40 HU, width 400 HU
-SAMPLE_SHAPE = (32, 256, 256)
-MODALITY_KEY = "napari-fcnseg-modality"
+from napari_fcnseg.layer_keys import CT_DISPLAY_WINDOW, MODALITY_KEY, LayerDataTuple, axis_labels
 
-LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
+SAMPLE_SHAPE = (32, 256, 256)
 
 
 def generated_abdomen(modality: str = "CT", seed: int | None = None,
@@ -30,7 +26,6 @@ def generated_abdomen(modality: str = "CT", seed: int | None = None,
     shape : tuple of int
         (Z, Y, X) voxels.
     """
-    from napari_fcnseg._reader import axis_labels
     from napari_fcnseg.core.phantoms import generate_volume
 
     modality = modality.upper()
@@ -38,7 +33,7 @@ def generated_abdomen(modality: str = "CT", seed: int | None = None,
     phantom = generate_volume(modality, shape, seed)
     name = f"{modality}-like abdomen"
     if modality == "CT":
-        limits = CT_WINDOW
+        limits = CT_DISPLAY_WINDOW
     else:
         low, high = np.percentile(phantom.image[:, ::4, ::4], (0.5, 99.5))
         limits = (float(low), float(high))

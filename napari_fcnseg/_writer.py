@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._reader import SOURCE_KEY
+from .layer_keys import SOURCE_KEY
 
 logger = logging.getLogger(__name__)
 

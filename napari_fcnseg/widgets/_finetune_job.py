@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_fcnseg._reader import MODALITY_KEY
 from napari_fcnseg.core.review import ReviewState
 from napari_fcnseg.core.slices import slice_index
+from napari_fcnseg.layer_keys import MODALITY_KEY
 
 from ._common import notify_info, validate_image_layer
 from ._finetune_form import parse_class_names

@@ -15,9 +15,9 @@ from qtpy.QtCore import QObject, QSignalBlocker, Signal
 from qtpy.QtWidgets import QComboBox
 
 from napari_fcnseg.core.review import METADATA_KEY
+from napari_fcnseg.layer_keys import PROBABILITY_KEY
 
 from ._common import find_labels_layer, is_alive, layer_named
-from ._segment_output import PROBABILITY_KEY
 
 if TYPE_CHECKING:
     import napari

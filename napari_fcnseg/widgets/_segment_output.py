@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_fcnseg._reader import SOURCE_KEY
 from napari_fcnseg.class_style import class_colormap, class_features, style_labels_layer
 from napari_fcnseg.core.review import (
     METADATA_KEY,
@@ -21,6 +20,7 @@ from napari_fcnseg.core.review import (
     merge_prediction,
 )
 from napari_fcnseg.core.slices import slice_index
+from napari_fcnseg.layer_keys import PROBABILITY_KEY, SOURCE_KEY
 
 from ._common import find_labels_layer, layer_geometry, layer_named
 from ._segment_work import SegmentOutcome
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
 
-#: Metadata key marking the probability layers the plugin made (value: the class name).
-PROBABILITY_KEY = "napari-fcnseg-probability"
 PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
 
 

@@ -25,8 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fcnseg._reader import MODALITY_KEY
 from napari_fcnseg.class_style import legend_html
+from napari_fcnseg.layer_keys import MODALITY_KEY, PROBABILITY_KEY
 
 from ._common import (
     current_slice,
@@ -39,7 +39,7 @@ from ._common import (
 from ._job import BackgroundJob
 from ._model_combo import ModelCombo
 from ._segment_checks import SegmentError, check_request, model_classes
-from ._segment_output import PROBABILITY_KEY, Merged, merge_into_layers
+from ._segment_output import Merged, merge_into_layers
 from ._segment_undo import LastOverwrite, UndoError
 from ._segment_work import SegmentOutcome, predict_work
 from .session import real_viewer, session_for

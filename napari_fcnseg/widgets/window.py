@@ -30,8 +30,8 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 
 def _not_ct(layer) -> str | None:
     """Why ``layer`` is not a CT in Hounsfield units, or None when it is (or may be)."""
-    from napari_fcnseg._sample_data import MODALITY_KEY
     from napari_fcnseg.core.normalize import looks_like_ct
+    from napari_fcnseg.layer_keys import MODALITY_KEY
 
     modality = str(layer.metadata.get(MODALITY_KEY, "")).upper()
     if modality == "CT":

@@ -7,10 +7,12 @@ import tifffile
 
 import napari_fcnseg
 from napari_fcnseg import io
-from napari_fcnseg._reader import SOURCE_KEY, get_reader
-from napari_fcnseg._sample_data import CT_WINDOW, ct_abdomen, generated_abdomen, mr_abdomen
+from napari_fcnseg._reader import get_reader
+from napari_fcnseg._sample_data import ct_abdomen, generated_abdomen, mr_abdomen
 from napari_fcnseg._writer import write_labels
 from napari_fcnseg.core.phantoms import generate_volume
+from napari_fcnseg.layer_keys import CT_DISPLAY_WINDOW as CT_WINDOW
+from napari_fcnseg.layer_keys import SOURCE_KEY
 
 MANIFEST = Path(napari_fcnseg.__file__).parent / "napari.yaml"
 
