@@ -11,11 +11,8 @@ objects (:mod:`~napari_fcnseg.core.model_files`). Naming rules live in
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +50,7 @@ from napari_fcnseg.core.model_names import (
     numbered,
     sanitize_name,
 )
+from napari_fcnseg.core.name_claim import claim
 from napari_fcnseg.core.nets import NetworkConfig
 from napari_fcnseg.core.paths import OutputPathError, check_output_path
 
@@ -63,8 +61,6 @@ __all__ = [
 
 ENV_MODEL_DIR = "NAPARI_FCNSEG_MODEL_DIR"
 _DEFAULT_FILE = "default.json"
-#: Age after which a name lock is taken to be left behind by a process that died.
-STALE_LOCK_SECONDS = 30
 
 logger = logging.getLogger(__name__)
 
@@ -228,80 +224,16 @@ class ModelStore:
         return ModelInfo(name, meta, False)
 
     def _claim(self, name: str, card: bytes) -> None:
-        """Create the model card of ``name`` only if no card exists, atomically.
+        """Create the card of ``name`` unless a model of that name (in any case) exists.
 
-        The complete card is written to a temporary file and hard-linked into place (``link``
-        fails if the target exists); where the file system has no hard links, an exclusive
-        create does the same.
+        Atomic across processes; see :func:`~napari_fcnseg.core.name_claim.claim`.
 
         Raises
         ------
         NameTakenError
-            When another save created the card first.
+            When another save took the name first.
         """
-        with self._name_lock(name):
-            clash = next((p.stem for p in self.root.glob("*.json")
-                          if p.stem.casefold() == name.casefold()), None)
-            if clash is not None:  # fresh from the disk, not from an earlier listing
-                raise NameTakenError(f"a model named {clash!r} already exists; choose another "
-                                     "name")
-            self._link_card(name, card)
-
-    @contextlib.contextmanager
-    def _name_lock(self, name: str):
-        """Hold ``.claim-<casefolded name>.lock`` (exclusive create) while a name is claimed.
-
-        Names are unique regardless of case, but two saves of ``LIVER`` and ``liver`` create
-        different card files on a case-sensitive file system; the lock, named by the
-        case-folded name, lets only one of them check and claim at a time. A lock left by a
-        process that died (older than :data:`STALE_LOCK_SECONDS`) is taken over.
-        """
-        lock = self.root / f".claim-{name.casefold()}.lock"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-                break
-            except FileExistsError:
-                with contextlib.suppress(OSError):
-                    if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-                        lock.unlink()
-                        continue
-                if time.monotonic() > deadline:
-                    raise NameTakenError(f"another save of {name!r} is in progress; try again "
-                                         "or choose another name") from None
-                time.sleep(0.01)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                lock.unlink()
-
-    def _link_card(self, name: str, card: bytes) -> None:
-        path = self._json(name)
-        with tempfile.NamedTemporaryFile(delete=False, dir=self.root, prefix=f".{name}-",
-                                         suffix=".tmp") as tmp:
-            tmp.write(card)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        try:
-            os.link(tmp.name, path)
-        except FileExistsError:
-            raise NameTakenError(f"a model named {name!r} already exists; choose another "
-                                 "name") from None
-        except OSError:  # no hard links here
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                raise NameTakenError(f"a model named {name!r} already exists; choose another "
-                                     "name") from None
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(card)
-                fh.flush()
-                os.fsync(fh.fileno())
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp.name)
+        claim(self.root, name, self._json(name), card)
 
     def delete(self, name: str) -> None:
         """Delete a user model; if it was the default, the default goes back to bundled."""
