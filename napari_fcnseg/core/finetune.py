@@ -25,13 +25,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from .device import pick_device
+from .finetune_config import (
+    CORRECTION_LR,
+    FROM_SCRATCH_LR,
+    FROM_SCRATCH_STEPS,
+    NEW_CLASS_LR,
+    FinetuneResult,
+    FinetuneSettings,
+)
 from .head_init import fit_head
 from .holdout import Counts, kfold_iter, masked_counts, pooled_dice
 from .nets import pad_to_multiple, replace_head
@@ -39,163 +47,6 @@ from .normalize import Normalizer, fit_normalizer
 from .progress import Progress, run_to_completion
 from .slices import stack_slices
 from .training import train_iter
-
-#: Learning rates chosen when :attr:`FinetuneSettings.lr` is None (measured in BENCHMARKS.md).
-NEW_CLASS_LR = 2e-3
-CORRECTION_LR = 1e-3
-#: Steps and learning rate of :meth:`FinetuneSettings.from_scratch`.
-FROM_SCRATCH_STEPS = 600
-FROM_SCRATCH_LR = 3e-3
-
-
-@dataclass
-class FinetuneSettings:
-    """Hyper-parameters of one fine-tuning round.
-
-    Attributes
-    ----------
-    steps : int
-        Optimiser steps (of the final model, and of each held-out fold).
-    lr : float or None
-        Peak learning rate of the decoder and head (Adam, cosine decay after a warm-up).
-        None (default) chooses by the task: :data:`NEW_CLASS_LR` when the annotations hold a
-        class the starting model does not know (it must learn new features), else
-        :data:`CORRECTION_LR` (it is being corrected on its own classes, and should not stray
-        far from what it knows: see BENCHMARKS.md).
-    encoder_lr_factor : float
-        The encoder's learning rate relative to ``lr``; 0 freezes the encoder.
-    batch_size : int
-        Crops per step.
-    crop : int
-        Slices larger than this are trained on ``crop`` x ``crop`` windows, centred on each
-        annotated class in turn.
-    random_crop_fraction : float
-        Fraction of the crops placed uniformly at random instead of on a class.
-    anchor_weight : float
-        Strength of the pull towards the starting weights (L2-SP); 0 disables it.
-    fit_head_first : bool
-        Fit the head rows of classes new to the model on frozen features before training.
-    augment : {"anatomical", "any"}
-        Orientation-preserving augmentation, or flips and right-angle rotations.
-    holdout_folds : int
-        Folds of the held-out Dice estimate (at most one per annotated slice); below 2, none.
-    grad_clip : float
-        Gradient norm limit.
-    explode_factor : float
-        A loss above this many times the first steps' median counts as exploding.
-    freeze_norm_stats : bool
-        Keep BatchNorm running statistics fixed (default); False lets them follow the
-        annotated slices.
-    seed : int
-        Seed for sampling and augmentation.
-    """
-
-    steps: int = 100
-    lr: float | None = None
-    encoder_lr_factor: float = 0.1
-    batch_size: int = 4
-    crop: int = 192
-    random_crop_fraction: float = 0.25
-    anchor_weight: float = 1e-3
-    fit_head_first: bool = True
-    augment: str = "anatomical"
-    holdout_folds: int = 3
-    grad_clip: float = 5.0
-    explode_factor: float = 20.0
-    freeze_norm_stats: bool = True
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        """Return the settings as a JSON-serialisable dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_scratch(cls, **overrides) -> FinetuneSettings:
-        """Settings for training an untrained network (no starting knowledge to protect).
-
-        Every layer learns at the full rate, BatchNorm statistics follow the data, there is no
-        pull towards the (random) starting weights and no head fit on random features; more
-        steps at a higher rate than a correction round. Keyword arguments override any field.
-        """
-        base = dict(steps=FROM_SCRATCH_STEPS, lr=FROM_SCRATCH_LR, encoder_lr_factor=1.0,
-                    anchor_weight=0.0, fit_head_first=False, freeze_norm_stats=False)
-        return cls(**{**base, **overrides})
-
-
-@dataclass
-class FinetuneResult:
-    """Outcome of a fine-tuning round.
-
-    Attributes
-    ----------
-    net : torch.nn.Module
-        The fine-tuned network (CPU, eval mode); the starting network is never modified.
-    class_names : list of str
-        Names of the network's classes.
-    slices : list of int
-        The annotated slices it was trained on.
-    dice_before : dict
-        Dice per foreground class of the starting model on the annotated slices (it trained on
-        none of them).
-    dice_after : dict
-        Held-out Dice per class of the fine-tuning recipe: each annotated slice scored by a
-        model trained the same way without it (k-fold). Empty with one annotated slice.
-    dice_train : dict
-        Dice of the fine-tuned model on its own training slices (how well it fits them, not
-        how well it generalises).
-    steps : int
-        Optimiser steps of the final model.
-    stopped : str or None
-        Why training stopped early, in plain words (NaN or exploding loss), else None.
-    settings : dict
-        The hyper-parameters used.
-    folds : int
-        Folds of the held-out estimate (0 when there is none).
-    """
-
-    net: nn.Module
-    class_names: list[str]
-    slices: list[int]
-    dice_before: dict[str, float]
-    dice_after: dict[str, float]
-    dice_train: dict[str, float]
-    steps: int
-    stopped: str | None = None
-    settings: dict = field(default_factory=dict)
-    folds: int = 0
-
-    @property
-    def heldout_description(self) -> str:
-        """Plain words for what ``dice_after`` was measured on."""
-        if not self.folds:
-            return "no held-out estimate: at least two annotated slices are needed"
-        return (f"held-out: each of the {len(self.slices)} annotated slices scored by a model "
-                f"fine-tuned without it ({self.folds}-fold)")
-
-    @property
-    def improved(self) -> bool | None:
-        """Whether the held-out Dice beats the starting model's; None without an estimate."""
-        if not self.dice_after:
-            return None
-        before = np.mean([self.dice_before[c] for c in self.dice_after])
-        return bool(np.mean(list(self.dice_after.values())) > before)
-
-    def metadata(self, parent: str) -> dict:
-        """Return the model metadata (lineage, data, scores) to save with the network."""
-        return {
-            "parent": parent,
-            "classes": list(self.class_names),
-            "num_annotated_slices": len(self.slices),
-            "slices": list(self.slices),
-            "hyperparameters": dict(self.settings),
-            "steps": self.steps,
-            "stopped": self.stopped,
-            "dice_before": dict(self.dice_before),
-            "dice_after": dict(self.dice_after),
-            "dice_after_measured_on": self.heldout_description,
-            "dice_train": dict(self.dice_train),
-            "improved": self.improved,
-        }
 
 
 def heldout_folds(settings: FinetuneSettings, n_annotated: int) -> int:
@@ -246,6 +97,12 @@ def _check_inputs(image: np.ndarray, labels: np.ndarray, slices: Sequence[int] |
         raise ValueError(f"slice indices {bad} lie outside 0..{n_slices - 1}")
     return image, labels, chosen
 
+
+__all__ = [
+    "CORRECTION_LR", "FROM_SCRATCH_LR", "FROM_SCRATCH_STEPS", "MAX_LABEL", "NEW_CLASS_LR",
+    "FinetuneResult", "FinetuneSettings", "annotated_slices", "finetune", "finetune_iter",
+    "heldout_folds", "total_steps",
+]
 
 #: Largest label value: predictions are stored as uint8 (one class per value, 0..255).
 MAX_LABEL = 255
