@@ -5,7 +5,7 @@ from napari_fcnseg.core.normalize import fit_normalizer
 from napari_fcnseg.core.phantoms import generate_volume
 from napari_fcnseg.core.predict import predict
 from napari_fcnseg.core.review import METADATA_KEY, ReviewState
-from napari_fcnseg.core.store import ModelStore
+from napari_fcnseg.core.store import BUILT_IN, ModelStore
 from napari_fcnseg.widgets.finetune import (
     CANCELLED_MESSAGE,
     FinetuneCancelled,
@@ -233,7 +233,7 @@ def test_failure_in_worker_is_a_notification(qtbot, make_napari_viewer, tiny_mod
     future = _wait(qtbot, widget.finetune())
     assert isinstance(future.exception(), FinetuneError)
     assert notifications[-1] == ("error", "Fine-tuning failed: out of memory")
-    assert ModelStore().names() == ["bundled", "tiny"]
+    assert ModelStore().names() == [*BUILT_IN, "tiny"]
     assert not widget.busy
 
 
@@ -250,7 +250,7 @@ def test_a_broken_model_file_is_a_notification(qtbot, make_napari_viewer, tiny_m
     future = _wait(qtbot, widget.finetune())
     assert isinstance(future.exception(), FinetuneError)
     assert notifications[-1][0] == "error" and "tiny" in notifications[-1][1]
-    assert ModelStore().names() == ["bundled", "tiny"]
+    assert ModelStore().names() == [*BUILT_IN, "tiny"]
     np.testing.assert_array_equal(labels.data, before)
 
 
@@ -368,7 +368,7 @@ def test_early_stop_is_reported_and_save_failure_is_an_error(
     assert isinstance(future.exception(), FinetuneError)
     assert notifications[-1] == ("error", "Fine-tuning failed: the model could not be saved: "
                                           "disk full")
-    assert ModelStore().names() == ["bundled", "tiny", name]
+    assert ModelStore().names() == [*BUILT_IN, "tiny", name]
 
 
 @pytest.mark.parametrize("improved", [True, False])

@@ -1,6 +1,6 @@
 import pytest
 
-from napari_fcnseg.core.store import BUNDLED, ModelStore
+from napari_fcnseg.core.store import BUILT_IN, BUNDLED, ModelStore
 from napari_fcnseg.widgets import session
 from napari_fcnseg.widgets.models import ModelsWidget, describe
 from napari_fcnseg.widgets.segment import SegmentWidget
@@ -20,7 +20,7 @@ def _row_texts(widget, name):
 
 
 def test_lists_bundled_and_user_models_with_metadata(widget, make_model):
-    assert widget.names() == [BUNDLED, "tiny"]
+    assert widget.names() == [*BUILT_IN, "tiny"]
     texts = _row_texts(widget, "tiny")
     assert texts[0] == "tiny" and texts[1] == "bundled"
     assert "Created: 20" in describe(
@@ -58,7 +58,7 @@ def test_rename_delete_and_refuse_bundled(widget, notifications):
         widget.select("tiny")
         widget.ask_name = lambda title, current: "liver v2"
         widget.buttons["Rename..."].click()
-        assert widget.names() == [BUNDLED, "liver_v2"]
+        assert widget.names() == [*BUILT_IN, "liver_v2"]
         assert widget.selected_name() == "liver_v2"
         assert changed and notifications[-1][0] == "info"
 
@@ -67,7 +67,7 @@ def test_rename_delete_and_refuse_bundled(widget, notifications):
         assert "liver_v2" in ModelStore().names()
         widget.confirm = lambda question: True
         widget.buttons["Delete"].click()
-        assert ModelStore().names() == [BUNDLED]
+        assert ModelStore().names() == list(BUILT_IN)
 
         assert not widget.rename(BUNDLED, "mine")
         assert notifications[-1][0] == "error" and "bundled" in notifications[-1][1]
@@ -87,7 +87,7 @@ def test_export_import_and_errors(widget, tmp_path, notifications):
 
     widget.ask_open_path = lambda: str(dest)
     widget.buttons["Import..."].click()
-    assert len(widget.names()) == 3
+    assert len(widget.names()) == len(BUILT_IN) + 2
     imported = widget.selected_name()
     assert imported not in (BUNDLED, "tiny")
     assert ModelStore().load(imported).class_names == ["background", "organ", "lesion"]
@@ -96,7 +96,7 @@ def test_export_import_and_errors(widget, tmp_path, notifications):
     junk.write_bytes(b"\x00garbage")
     assert not widget.import_model(junk)
     assert notifications[-1][0] == "error"
-    assert len(widget.names()) == 3
+    assert len(widget.names()) == len(BUILT_IN) + 2
 
 
 def test_default_and_reset_reach_the_segment_widget(qtbot, widget, make_napari_viewer):
@@ -113,4 +113,4 @@ def test_default_and_reset_reach_the_segment_widget(qtbot, widget, make_napari_v
     assert ModelStore().default() == BUNDLED
     assert widget.rename("tiny", "renamed")
     items = [segment.model_combo.itemText(i) for i in range(segment.model_combo.count())]
-    assert items == [BUNDLED, "renamed"]
+    assert items == [*BUILT_IN, "renamed"]
