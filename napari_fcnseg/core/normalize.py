@@ -56,11 +56,6 @@ class Normalizer:
         return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
-def _sample(image) -> np.ndarray:
-    """At most ~2 M voxels as float64 for exact percentiles (a lazy image: a few slices)."""
-    return sample_values(image)
-
-
 def looks_like_ct(image: np.ndarray) -> bool:
     """Return True when the values look like CT Hounsfield units.
 
@@ -69,7 +64,7 @@ def looks_like_ct(image: np.ndarray) -> bool:
     """
     if image.dtype.kind == "u" or image.dtype == np.bool_ or image.size == 0:
         return False
-    s = _sample(image)
+    s = sample_values(image)
     s = s[np.isfinite(s)]
     if s.size == 0:
         return False
@@ -110,7 +105,7 @@ def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
         raise ValueError("the image is empty")
     if image.dtype.kind not in "biuf":
         raise ValueError(f"cannot segment an image of dtype {image.dtype}; expected numbers")
-    s = _sample(image)
+    s = sample_values(image)
     finite = np.isfinite(s)
     if not finite.all():
         if not finite.any():

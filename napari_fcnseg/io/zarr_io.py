@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_fcnseg.core.arrays import write_slices
 from napari_fcnseg.io.base import ImageReadError, ImageWriteError, Volume
 
 ATTRIBUTE = "napari-fcnseg"
@@ -162,9 +163,7 @@ def write_zarr_labels(path: Path, labels: np.ndarray, like: Volume | None = None
     writer = ZarrLabelsWriter(path, labels.shape, None if like is None else like.spacing,
                               class_names)
     try:
-        for k in range(int(np.prod(labels.shape[:-2], dtype=np.int64)) if labels.ndim > 2 else 1):
-            index = np.unravel_index(k, labels.shape[:-2]) if labels.ndim > 2 else ()
-            writer.array[tuple(index)] = labels[tuple(index)]
+        write_slices(writer.array, 0, labels.reshape(-1, *labels.shape[-2:]))
         return writer.commit()
     except BaseException:
         writer.abort()
