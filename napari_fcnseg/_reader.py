@@ -17,7 +17,6 @@ SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 _TIFF = (".tif", ".tiff")
 
 
-
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
@@ -48,16 +47,27 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerDataTuple]] |
                 return None
         elif _suffix(p) not in SUFFIXES:
             return None
-    if any(_suffix(p) in _TIFF for p in paths):
-        # read TIFFs now: one that is not a grayscale image goes to napari's default reader
-        from napari_fcnseg import io
-
-        try:
-            volumes = {p: io.read_volume(p) for p in paths}
-        except io.ImageReadError:
-            return None
-        return lambda _path: [_to_layer(volumes[p]) for p in paths]
+    if any(_suffix(p) in _TIFF and not p.is_dir() and not _grayscale_tiff(p) for p in paths):
+        return None  # an RGB photo, say: napari's own reader opens it
     return lambda _path: [_to_layer(_read(p)) for p in paths]
+
+
+def _grayscale_tiff(path: Path) -> bool:
+    """True when ``path`` is a TIFF this plugin reads, judged from its header alone.
+
+    The pixels are read only when napari calls the reader. A damaged file is not ours either:
+    napari's own reader may still make something of it.
+    """
+    from napari_fcnseg.io import ImageReadError
+    from napari_fcnseg.io.tiff import probe_tiff
+
+    if not path.is_file():  # a pipe named x.tif would block the reader
+        return False
+    try:
+        probe_tiff(path)
+    except ImageReadError:
+        return False
+    return True
 
 
 def _has_dicom(folder: Path) -> bool:

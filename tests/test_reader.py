@@ -1,5 +1,6 @@
 """napari_fcnseg/_reader.py: what napari's File > Open hands to this plugin, and what comes back."""
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -8,6 +9,7 @@ import pytest
 import tifffile
 
 import napari_fcnseg
+import napari_fcnseg.io.tiff as tiff_module
 from napari_fcnseg import io
 from napari_fcnseg._reader import get_reader
 from napari_fcnseg.layer_keys import CT_DISPLAY_WINDOW as CT_WINDOW
@@ -133,3 +135,141 @@ def test_several_files_open_as_one_layer_each(tmp_path):
     layers = get_reader([str(first), str(second)])([str(first), str(second)])
     assert [attrs["name"] for _, attrs, _ in layers] == ["a", "b"]
     assert [data.shape for data, _, _ in layers] == [(3, 8, 8), (2, 8, 8)]
+
+
+def _gray(path, **kwargs):
+    tifffile.imwrite(path, np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), **kwargs)
+
+
+def _lying(path):
+    good = io.write_image(path.with_name("good_source.tif"), np.ones((4, 6, 5), np.uint16))
+    path.write_bytes(
+        good.read_bytes().replace(b"images=4", b"images=9").replace(b"slices=4", b"slices=9")
+    )
+
+
+def _half(path):
+    good = io.write_image(path.with_name("good_source.tif"), np.ones((4, 32, 32), np.uint16))
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+
+
+# Files get_reader must judge as read_volume does: (id, writer of the file at ``path``).
+TIFFS = [
+    ("gray-3d", lambda p: _gray(p, photometric="minisblack")),
+    ("gray-2d", lambda p: tifffile.imwrite(p, np.ones((8, 8), np.float32))),
+    ("imagej", lambda p: io.write_image(p, np.ones((3, 8, 8), np.int16), (2.0, 1.0, 1.0))),
+    ("three-slice-int16", lambda p: tifffile.imwrite(p, np.ones((3, 8, 8), np.int16))),
+    (
+        "one-bit-mask",
+        lambda p: tifffile.imwrite(p, np.ones((2, 8, 8), bool), photometric="minisblack"),
+    ),
+    (
+        "thin-imagej-singletons",
+        lambda p: tifffile.imwrite(p, np.ones((1, 3, 1, 1, 5), np.uint8), imagej=True),
+    ),
+    ("rgb", lambda p: tifffile.imwrite(p, np.zeros((8, 8, 3), np.uint8), photometric="rgb")),
+    (
+        "rgba",
+        lambda p: tifffile.imwrite(
+            p, np.zeros((8, 8, 4), np.uint8), photometric="rgb", extrasamples=["unassalpha"]
+        ),
+    ),
+    ("planar-uint8-rgb", lambda p: tifffile.imwrite(p, np.zeros((3, 8, 8), np.uint8))),
+    (
+        "contig-int16-rgb",
+        lambda p: tifffile.imwrite(p, np.zeros((8, 8, 3), np.int16), photometric="rgb"),
+    ),
+    (
+        "channels",
+        lambda p: tifffile.imwrite(
+            p, np.zeros((4, 2, 6, 5), np.uint8), imagej=True, metadata={"axes": "ZCYX"}
+        ),
+    ),
+    (
+        "4d",
+        lambda p: tifffile.imwrite(
+            p, np.zeros((2, 4, 6, 5), np.uint8), imagej=True, metadata={"axes": "TZYX"}
+        ),
+    ),
+    ("complex", lambda p: tifffile.imwrite(p, np.zeros((4, 8, 8), np.complex64))),
+    ("garbage", lambda p: p.write_bytes(np.random.default_rng(0).bytes(3000))),
+    ("empty", lambda p: p.write_bytes(b"")),
+    ("half", _half),
+    ("lying-header", _lying),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in TIFFS], ids=[i for i, _ in TIFFS])
+def test_get_reader_claims_a_tiff_exactly_when_it_can_be_read(tmp_path, make):
+    """The header-only check agrees with reading the file: no RGB photo, damaged file or
+    multi-channel image is claimed, and every grayscale image is."""
+    path = tmp_path / "image.tif"
+    make(path)
+    try:
+        expected = io.read_volume(path)
+    except io.ImageReadError:
+        expected = None
+    reader = get_reader(str(path))
+    if expected is None:
+        assert reader is None
+    else:
+        assert callable(reader)
+        ((data, _, _),) = reader(str(path))
+        np.testing.assert_array_equal(data, expected.data)
+        assert tiff_module.probe_tiff(path) == expected.data.shape
+
+
+def test_get_reader_reads_no_pixels_until_napari_calls_the_reader(tmp_path, monkeypatch):
+    vol = np.random.default_rng(3).integers(0, 4000, (5, 16, 12)).astype(np.uint16)
+    tif = tmp_path / "scan.tif"
+    io.write_image(tif, vol, spacing=(2.0, 0.5, 0.5))
+    rgb = tmp_path / "photo.tif"
+    tifffile.imwrite(rgb, np.zeros((16, 12, 3), np.uint8), photometric="rgb")
+    calls = []
+
+    def spy(owner, name):
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    spy(io, "read_volume")
+    spy(tiff_module, "read_tiff")
+    for cls in (tifffile.TiffFile, tifffile.TiffPageSeries, tifffile.TiffPage):
+        spy(cls, "asarray")
+
+    reader = get_reader(str(tif))
+    assert callable(reader)
+    assert get_reader(str(rgb)) is None
+    assert get_reader([str(tif), str(rgb)]) is None
+    assert calls == []  # deciding read headers only
+    ((data, attrs, kind),) = reader(str(tif))
+    assert "read_volume" in calls and "asarray" in calls  # the pixels are read now
+    assert kind == "image"
+    np.testing.assert_array_equal(data, vol)
+    np.testing.assert_allclose(attrs["scale"], (2.0, 0.5, 0.5), rtol=1e-4)
+
+
+def test_pixel_damage_the_header_cannot_show_is_reported_when_reading(tmp_path):
+    data = np.random.default_rng(4).integers(0, 4000, (4, 32, 32)).astype(np.uint16)
+    tif = tmp_path / "damaged.tif"
+    tifffile.imwrite(tif, data, compression="zlib", photometric="minisblack")
+    with tifffile.TiffFile(tif) as tf:
+        offset = tf.pages[1].dataoffsets[0]
+    raw = bytearray(tif.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64  # a broken zlib stream in slice 1
+    tif.write_bytes(bytes(raw))
+    reader = get_reader(str(tif))
+    assert callable(reader)
+    with pytest.raises(io.ImageReadError, match="damaged.tif"):
+        reader(str(tif))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_pipe_named_like_a_tiff_is_not_opened(tmp_path):
+    pipe = tmp_path / "stream.tif"
+    os.mkfifo(pipe)
+    assert get_reader(str(pipe)) is None  # opening it would wait for a writer forever

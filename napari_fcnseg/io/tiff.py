@@ -11,8 +11,10 @@ import logging
 import math
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tifffile
@@ -108,8 +110,22 @@ def _spacing(tf: tifffile.TiffFile, page: tifffile.TiffPage, ndim: int) -> tuple
     return spacing[-ndim:]
 
 
-def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
-    """Read the first image series of an open TIFF."""
+class _Layout(NamedTuple):
+    """What the header says :func:`read_tiff` will return for the first series."""
+
+    shape: tuple[int, ...]  # the volume's: the series' without its length-1 axes
+    spacing: tuple[float, ...]
+
+
+def _layout(tf: tifffile.TiffFile, path: Path) -> _Layout:
+    """Apply the rules of :func:`read_tiff` to the header alone; no pixel data is read.
+
+    Raises
+    ------
+    ImageReadError
+        No image, an unsupported pixel type, colour or multi-channel, not 2D/3D, image data
+        past the end of the file or an absurd size: wherever :func:`read_tiff` refuses.
+    """
     if not tf.series:
         raise ImageReadError("the file contains no image", path)
     series = tf.series[0]
@@ -119,23 +135,26 @@ def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
     if dtype is None or dtype.kind not in "biuf":
         raise ImageReadError(f"unsupported pixel type ({series.dtype})", path)
     samples = int(page.samplesperpixel)
-    if samples in (3, 4) and dtype.kind in "if" and len(tf.series[0].pages) == 1:
-        # tifffile itself tags a 3- or 4-slice grayscale stack as RGB(A); signed and float
-        # pixels are never colour, so these planes are slices
-        data = np.asarray(series.asarray())
-        sample_axis = axes.index("S")
-        data = np.moveaxis(data, sample_axis, 0).reshape(samples, *data.shape[-2:]) if (
-            data.ndim == 3) else None
-        if data is not None:
-            errors.check()
-            return Volume(data=data, spacing=(1.0, 1.0, 1.0), path=path, format="tiff")
+    if (
+        samples in (3, 4)
+        and dtype.kind in "if"
+        and len(series.pages) == 1
+        and len(shape) == 3
+        and axes.startswith("S")
+    ):
+        # tifffile itself tags a 3- or 4-slice grayscale stack as (planar) RGB(A); signed and
+        # float pixels are never colour, so these planes are slices
+        return _Layout(shape, (1.0, 1.0, 1.0))
     if samples > 1 or int(page.photometric) in _COLOUR:
-        hint = (" If its 3-4 planes are slices of a grayscale stack, save it again with "
-                "photometric='minisblack' (tifffile) or as one page per slice."
-                if samples in (3, 4) else "")
+        hint = (
+            " If its 3-4 planes are slices of a grayscale stack, save it again with "
+            "photometric='minisblack' (tifffile) or as one page per slice."
+            if samples in (3, 4)
+            else ""
+        )
         raise ImageReadError(
-            "colour images (RGB/RGBA) are not supported; convert to grayscale first." + hint,
-            path)
+            "colour images (RGB/RGBA) are not supported; convert to grayscale first." + hint, path
+        )
     keep = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True)) if n != 1 or a in "YX"]
     kept = "".join(axes[i] for i in keep)
     if "C" in kept or "S" in kept:
@@ -146,6 +165,15 @@ def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
         raise ImageReadError(
             f"expected a 2D image or a 3D stack, got axes {axes} with shape {shape}", path
         )
+    pages = len(series.pages)
+    if pages > 1 and series.dataoffset is None and pages * int(page.size) != math.prod(shape):
+        # a stack read page by page (not as one block) needs a page for each of its images
+        raise ImageReadError(
+            f"the file is truncated or damaged: the header describes a "
+            f"{' x '.join(map(str, shape))} image but the file holds {pages} pages of "
+            f"{' x '.join(map(str, page.shape))}",
+            path,
+        )
     size = path.stat().st_size
     for p in series.pages:
         spans = () if p is None else zip(p.dataoffsets, p.databytecounts, strict=False)
@@ -155,12 +183,45 @@ def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
     # packed pixels (1-bit masks) take less than a byte each: no byte count to check then
     unpacked = int(page.compression) == 1 and int(page.bitspersample) >= 8
     check_size(path, shape, dtype.itemsize, size - first if unpacked else None)
+    kept_shape = tuple(shape[i] for i in keep)
+    return _Layout(kept_shape, _spacing(tf, page, len(kept_shape)))
+
+
+def _read(tf: tifffile.TiffFile, path: Path, errors: _Errors) -> Volume:
+    """Read the first image series of an open TIFF."""
+    layout = _layout(tf, path)
     errors.check()
-    data = np.asarray(series.asarray()).reshape([shape[i] for i in keep])
+    data = np.asarray(tf.series[0].asarray()).reshape(layout.shape)
     errors.check()
     if data.dtype.kind == "b":
         data = data.astype(np.uint8)
-    return Volume(data=data, spacing=_spacing(tf, page, data.ndim), path=path, format="tiff")
+    return Volume(data=data, spacing=layout.spacing, path=path, format="tiff")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[tifffile.TiffFile, _Errors]]:
+    """Open a TIFF with its damage log; any problem, in the block too, is an ImageReadError."""
+    errors = _Errors(path)
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(errors)
+    try:
+        try:
+            tf = tifffile.TiffFile(path)
+        except Exception as exc:
+            raise ImageReadError(f"not a valid TIFF file ({exc})", path) from exc
+        with tf:
+            errors.check()
+            yield tf, errors
+    except ImageReadError:
+        raise
+    except MemoryError as exc:
+        raise ImageReadError("not enough memory to load the image", path) from exc
+    except Exception as exc:
+        raise ImageReadError(
+            f"the TIFF file is corrupt ({type(exc).__name__}: {exc})", path
+        ) from exc
+    finally:
+        logger.removeHandler(errors)
 
 
 def read_tiff(path: Path) -> Volume:
@@ -172,27 +233,32 @@ def read_tiff(path: Path) -> Volume:
         Not a TIFF, corrupt or truncated, colour or multi-channel, or more than 3D.
     """
     path = Path(path)
-    errors = _Errors(path)
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(errors)
-    try:
-        try:
-            tf = tifffile.TiffFile(path)
-        except Exception as exc:
-            raise ImageReadError(f"not a valid TIFF file ({exc})", path) from exc
-        with tf:
-            errors.check()
-            return _read(tf, path, errors)
-    except ImageReadError:
-        raise
-    except MemoryError as exc:
-        raise ImageReadError("not enough memory to load the image", path) from exc
-    except Exception as exc:
-        raise ImageReadError(
-            f"the TIFF file is corrupt ({type(exc).__name__}: {exc})", path
-        ) from exc
-    finally:
-        logger.removeHandler(errors)
+    with _opened(path) as (tf, errors):
+        return _read(tf, path, errors)
+
+
+def probe_tiff(path: Path) -> tuple[int, ...]:
+    """Check from the header alone that :func:`read_tiff` can read ``path``; no pixel is read.
+
+    The same rules as :func:`read_tiff` (one function applies them for both), so a colour,
+    multi-channel, more than 3D, truncated or unparsable file is refused here; damage that
+    only the pixel data shows (a corrupt compressed strip, say) is found by reading.
+
+    Returns
+    -------
+    tuple of int
+        The shape of the volume :func:`read_tiff` returns.
+
+    Raises
+    ------
+    ImageReadError
+        Where :func:`read_tiff` refuses the file before reading its pixels.
+    """
+    path = Path(path)
+    with _opened(path) as (tf, errors):
+        shape = _layout(tf, path).shape
+        errors.check()
+        return shape
 
 
 def prepare_image(
