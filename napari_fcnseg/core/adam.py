@@ -58,10 +58,10 @@ class Adam:
             grad = p.grad
             if grad is None:
                 continue
-            if self._means[i] is None:
-                self._means[i] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                self._squares[i] = torch.zeros_like(p, memory_format=torch.preserve_format)
             mean, square = self._means[i], self._squares[i]
+            if mean is None or square is None:
+                mean = self._means[i] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                square = self._squares[i] = torch.zeros_like(p, memory_format=torch.preserve_format)
             self.steps[i] += 1
             t = self.steps[i]
             mean.lerp_(grad, 1 - beta1)

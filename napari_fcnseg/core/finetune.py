@@ -26,10 +26,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Generator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .device import pick_device
 from .finetune_config import (
@@ -42,7 +42,7 @@ from .finetune_config import (
 )
 from .head_init import fit_head
 from .holdout import Counts, kfold_iter, masked_counts, pooled_dice
-from .nets import pad_to_multiple, replace_head
+from .nets import SegmentationNet, head_bias, pad_to_multiple, replace_head
 from .normalize import Normalizer, fit_normalizer
 from .progress import Progress, run_to_completion
 from .slices import stack_slices
@@ -108,7 +108,7 @@ __all__ = [
 MAX_LABEL = 255
 
 
-def _class_names(top: int, net: nn.Module, class_names: Sequence[str] | None) -> list[str]:
+def _class_names(top: int, net: SegmentationNet, class_names: Sequence[str] | None) -> list[str]:
     if top > MAX_LABEL:
         raise ValueError(f"the labels use value {top}; label values above {MAX_LABEL} are not "
                          "supported (classes are numbered 1, 2, 3, ...)")
@@ -138,7 +138,7 @@ def _training_arrays(image, labels, slices, context, norm: Normalizer, ignore_la
     return torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(valid)
 
 
-def _predict_stacks(net: nn.Module, xs: torch.Tensor, device: torch.device) -> np.ndarray:
+def _predict_stacks(net: SegmentationNet, xs: torch.Tensor, device: torch.device) -> np.ndarray:
     """Class per pixel of already normalised 2.5D inputs (S, C, H, W)."""
     h, w = xs.shape[-2:]
     out = []
@@ -157,7 +157,7 @@ def _kept_rows(names: list[str], base_names: Sequence[str] | None, old: int) -> 
     return {k: names.index(n) for k, n in enumerate(base_names[:old]) if n in names}
 
 
-def _adapt_head(model: nn.Module, names: list[str], kept: dict[int, int]) -> list[int]:
+def _adapt_head(model: SegmentationNet, names: list[str], kept: dict[int, int]) -> list[int]:
     """Size the head for ``names``, keeping known rows; return the classes that are new."""
     old = model.head
     if len(names) != model.config.num_classes or any(k != v for k, v in kept.items()):
@@ -165,12 +165,12 @@ def _adapt_head(model: nn.Module, names: list[str], kept: dict[int, int]) -> lis
         with torch.no_grad():
             for k, v in kept.items():
                 model.head.weight[v] = old.weight[k]
-                model.head.bias[v] = old.bias[k]
+                head_bias(model.head)[v] = head_bias(old)[k]
     return [c for c in range(len(names)) if c not in kept.values()]
 
 
 def finetune_iter(
-    net: nn.Module,
+    net: SegmentationNet,
     image: np.ndarray,
     labels: np.ndarray,
     *,
@@ -186,7 +186,7 @@ def finetune_iter(
 
     Parameters
     ----------
-    net : torch.nn.Module
+    net : SegmentationNet
         Starting network (from the model store); never modified.
     image : numpy.ndarray
         (Y, X), (Z, Y, X) or (..., Z, Y, X) image.
@@ -240,7 +240,7 @@ def finetune_iter(
     folds = heldout_folds(settings, len(chosen))
     total = total_steps(settings, len(chosen))
 
-    def counts(model: nn.Module, positions: list[int], mapping=None) -> Counts:
+    def counts(model: SegmentationNet, positions: list[int], mapping=None) -> Counts:
         pred = _predict_stacks(model, xs[positions], dev)
         if mapping is not None:
             lut = np.zeros(max(mapping, default=0) + 1, np.int64)
@@ -259,7 +259,7 @@ def finetune_iter(
         settings = replace(settings, lr=NEW_CLASS_LR if drawn & set(new_classes)
                            else CORRECTION_LR)
 
-    def prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
+    def prepare(model: SegmentationNet, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
         if settings.fit_head_first:
             fit_head(model, x.to(dev), y, v, new_classes, np.random.default_rng(settings.seed))
 
@@ -276,6 +276,8 @@ def finetune_iter(
                           outcome.stopped, settings.to_dict(), folds)
 
 
-def finetune(net: nn.Module, image: np.ndarray, labels: np.ndarray, **kwargs) -> FinetuneResult:
+def finetune(
+    net: SegmentationNet, image: np.ndarray, labels: np.ndarray, **kwargs: Any
+) -> FinetuneResult:
     """Fine-tune without progress reports; same arguments as :func:`finetune_iter`."""
     return run_to_completion(finetune_iter(net, image, labels, **kwargs))

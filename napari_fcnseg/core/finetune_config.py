@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from torch import nn
+
+from .nets import SegmentationNet
 
 #: Learning rates chosen when :attr:`FinetuneSettings.lr` is None (measured in BENCHMARKS.md).
 NEW_CLASS_LR = 2e-3
@@ -99,7 +100,7 @@ class FinetuneResult:
 
     Attributes
     ----------
-    net : torch.nn.Module
+    net : SegmentationNet
         The fine-tuned network (CPU, eval mode); the starting network is never modified.
     class_names : list of str
         Names of the network's classes.
@@ -124,7 +125,7 @@ class FinetuneResult:
         Folds of the held-out estimate (0 when there is none).
     """
 
-    net: nn.Module
+    net: SegmentationNet
     class_names: list[str]
     slices: list[int]
     dice_before: dict[str, float]

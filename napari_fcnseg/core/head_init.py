@@ -15,15 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .adam import Adam
-from .nets import pad_to_multiple
+from .nets import SegmentationNet, head_bias, pad_to_multiple
 
 PIXELS_PER_CLASS = 4000
 
 
-def head_features(net: nn.Module, xs: torch.Tensor) -> torch.Tensor:
+def head_features(net: SegmentationNet, xs: torch.Tensor) -> torch.Tensor:
     """Return the features the head sees, (S, F, H, W), for a batch of inputs (eval mode)."""
     captured: list[torch.Tensor] = []
     hook = net.head.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0]))
@@ -43,14 +42,14 @@ def head_features(net: nn.Module, xs: torch.Tensor) -> torch.Tensor:
     return torch.cat(captured)
 
 
-def fit_head(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor,
+def fit_head(net: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor,
              refit: Sequence[int], rng: np.random.Generator, iterations: int = 200,
              weight_decay: float = 1e-4) -> None:
     """Fit the head rows of the classes in ``refit`` to the annotated pixels, in place.
 
     Parameters
     ----------
-    net : torch.nn.Module
+    net : SegmentationNet
         Network with a 1x1 convolution ``head``; its other weights are not changed.
     xs, ys, valid : torch.Tensor
         Inputs (S, C, H, W), targets (S, H, W) and annotated-pixel mask (S, H, W).
@@ -87,7 +86,7 @@ def fit_head(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Te
     weights = weights / weights[counts > 0].mean()
     head = net.head
     w_all = head.weight.detach().reshape(n_classes, -1).cpu().clone()
-    b_all = head.bias.detach().cpu().clone()
+    b_all = head_bias(head).detach().cpu().clone()
     rows = torch.tensor(refit)
     scale = f.std(0).mean().clamp_min(1e-6)
     w_new = torch.zeros(len(refit), w_all.shape[1], requires_grad=True)
@@ -106,4 +105,4 @@ def fit_head(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Te
     with torch.no_grad():
         dev = head.weight.device
         head.weight.view(n_classes, -1)[rows.to(dev)] = (w_new / scale).to(dev)
-        head.bias[rows.to(dev)] = b_new.to(dev)
+        head_bias(head)[rows.to(dev)] = b_new.to(dev)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
+from .nets import SegmentationNet
 from .progress import Progress
 from .training import train_iter
 
@@ -53,16 +53,16 @@ def make_folds(n_slices: int, max_folds: int) -> list[list[int]]:
     return [list(range(i, n_slices, k)) for i in range(k)]
 
 
-def kfold_iter(start: nn.Module, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor,
+def kfold_iter(start: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor,
                settings, device: torch.device,
-               prepare: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], None],
-               score: Callable[[nn.Module, list[int]], Counts], *, step_offset: int = 0,
+               prepare: Callable[[SegmentationNet, torch.Tensor, torch.Tensor, torch.Tensor], None],
+               score: Callable[[SegmentationNet, list[int]], Counts], *, step_offset: int = 0,
                total: int | None = None) -> Generator[Progress, None, list[Counts]]:
     """Train one copy of ``start`` per fold on the other folds and score it on its own fold.
 
     Parameters
     ----------
-    start : torch.nn.Module
+    start : SegmentationNet
         The starting network, with its head already sized for the label set; not modified.
     xs, ys, valid : torch.Tensor
         Inputs, targets and annotated-pixel masks of all annotated slices.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .model_names import ModelError
 
 if TYPE_CHECKING:  # the card needs no torch: the Models widget reads cards without it
-    from torch import nn
+    from .nets import SegmentationNet
 
 #: Plain names of the architectures, for people.
 ARCHITECTURE_NAMES = {"unet": "U-Net", "fcn": "plain FCN"}
@@ -30,13 +30,13 @@ class LoadedModel:
 
     Attributes
     ----------
-    net : torch.nn.Module
+    net : SegmentationNet
         Built from ``metadata["network"]``, weights loaded, in eval mode, on the CPU.
     metadata : dict
         The model card (``"name"``, ``"classes"``, ``"network"``, ``"created"``, ...).
     """
 
-    net: nn.Module
+    net: SegmentationNet
     metadata: dict[str, Any]
 
     @property
@@ -133,7 +133,7 @@ def annotated_slice_count(meta: dict) -> str:
 
 def describe_card(meta: dict) -> str:
     """A few plain lines describing a model card (classes, lineage, scores and their basis)."""
-    network = meta.get("network") if isinstance(meta.get("network"), dict) else {}
+    network: dict = meta["network"] if isinstance(meta.get("network"), dict) else {}
     lines = [f"Classes: {', '.join(meta.get('classes', [])) or 'unknown'}"]
     if network.get("arch"):
         lines.append(f"Architecture: {ARCHITECTURE_NAMES.get(network['arch'], network['arch'])}")

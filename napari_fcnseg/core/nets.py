@@ -112,7 +112,19 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-class PlainFCN(nn.Module):
+class SegmentationNet(nn.Module):
+    """Base of the networks here: what predict, fine-tune and the store rely on.
+
+    ``config`` is the architecture as stored in a model card, ``head`` the final 1 x 1
+    convolution to class logits, ``multiple`` what the input's H and W must be a multiple of.
+    """
+
+    config: NetworkConfig
+    head: nn.Conv2d
+    multiple: int
+
+
+class PlainFCN(SegmentationNet):
     """The founding design's plain FCN (no skips, no normalisation); multiple of 4."""
 
     multiple = 4
@@ -135,7 +147,7 @@ class PlainFCN(nn.Module):
         return self.head(self.decoder(self.encoder(x)))
 
 
-class UNet(nn.Module):
+class UNet(SegmentationNet):
     """U-Net with a stride-2 stem and a light full-resolution head.
 
     Parameters
@@ -184,7 +196,7 @@ class UNet(nn.Module):
         return self.head(y)
 
 
-def build_network(config: NetworkConfig | dict[str, Any]) -> nn.Module:
+def build_network(config: NetworkConfig | dict[str, Any]) -> SegmentationNet:
     """Build an untrained network from its configuration.
 
     Parameters
@@ -201,14 +213,14 @@ def build_network(config: NetworkConfig | dict[str, Any]) -> nn.Module:
         config = NetworkConfig.from_dict(config)
     config.validate()
     if config.arch == "fcn":
-        net: nn.Module = PlainFCN(config.in_channels, config.num_classes)
+        net: SegmentationNet = PlainFCN(config.in_channels, config.num_classes)
     else:
         net = UNet(config.in_channels, config.num_classes, config.base, config.depth, config.norm)
     net.config = config
     return net
 
 
-def untrained_network(arch: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+def untrained_network(arch: str, num_classes: int, in_channels: int = 3) -> SegmentationNet:
     """A freshly initialised network with the built-in models' settings for ``arch``.
 
     Parameters
@@ -224,7 +236,14 @@ def untrained_network(arch: str, num_classes: int, in_channels: int = 3) -> nn.M
                                        num_classes=num_classes))
 
 
-def replace_head(net: nn.Module, num_classes: int) -> None:
+def head_bias(head: nn.Conv2d) -> torch.Tensor:
+    """The bias of a network's head (every head built here has one)."""
+    if head.bias is None:
+        raise ValueError("the network's head has no bias")
+    return head.bias
+
+
+def replace_head(net: SegmentationNet, num_classes: int) -> None:
     """Give ``net`` a freshly initialised head for ``num_classes`` classes, keeping features.
 
     Background (class 0) and any class shared with the old head keep their weights, so a model
@@ -235,7 +254,7 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
     keep = min(old.out_channels, num_classes)
     with torch.no_grad():
         new.weight[:keep] = old.weight[:keep]
-        new.bias[:keep] = old.bias[:keep]
+        head_bias(new)[:keep] = head_bias(old)[:keep]
     net.head = new
     cfg = net.config
     net.config = NetworkConfig(**{**cfg.to_dict(), "num_classes": num_classes})
@@ -259,7 +278,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return x, (h, w)
 
 
-def fuse_for_inference(net: nn.Module) -> nn.Module:
+def fuse_for_inference(net: SegmentationNet) -> SegmentationNet:
     """Fold every BatchNorm into the convolution before it, for faster inference.
 
     The network must be in eval mode. Returns the same module, modified in place; GroupNorm
@@ -270,7 +289,10 @@ def fuse_for_inference(net: nn.Module) -> nn.Module:
     if net.training:
         raise ValueError("fuse_for_inference needs a network in eval mode")
     for module in net.modules():
-        if isinstance(module, ConvNormAct) and isinstance(module[1], nn.BatchNorm2d):
-            module[0] = fuse_conv_bn_eval(module[0], module[1])
+        if not isinstance(module, ConvNormAct):
+            continue
+        conv, norm = module[0], module[1]
+        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            module[0] = fuse_conv_bn_eval(conv, norm)
             module[1] = nn.Identity()
     return net

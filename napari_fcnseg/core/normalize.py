@@ -49,7 +49,7 @@ class Normalizer:
         # float32 cannot tell values apart far from zero (uint64 near 2**64, 1e20): float64 then
         precise = max(abs(self.low), abs(self.high)) > 1e6 * span
         dtype = np.float64 if precise else np.float32
-        out = np.asarray(x, dtype=dtype)
+        out: np.ndarray = np.asarray(x, dtype=dtype)
         if not np.isfinite(out).all():
             out = np.nan_to_num(out, nan=self.fill, posinf=self.fill, neginf=self.fill)
         out = (out - dtype(self.low)) * dtype(1.0 / span)

@@ -151,7 +151,7 @@ def _anatomy(shape: tuple[int, int, int], spacing: np.ndarray, rng: np.random.Ge
     # lesions inside the organ
     labels = np.zeros(shape, np.uint8)
     labels[organ] = 1
-    lesion_kinds = []
+    lesion_kinds: list[int] = []
     idx = np.argwhere(organ)
     for _ in range(rng.integers(1, 5) if len(idx) else 0):
         c = idx[rng.integers(len(idx))].astype(np.float32)
@@ -213,7 +213,8 @@ def generate_volume(
     rng = np.random.default_rng(seed)
     fov = rng.uniform(300, 420)
     spacing = np.array([rng.uniform(1.0, 5.0), fov / shape[1], fov / shape[2]], np.float32)
-    tissue, labels, lesion_codes = _anatomy(tuple(shape), spacing, rng)
+    nz, ny, nx = shape
+    tissue, labels, lesion_codes = _anatomy((nz, ny, nx), spacing, rng)
 
     values = np.zeros(256, np.float32)
     if modality == "CT":
@@ -252,5 +253,6 @@ def generate_volume(
         n2 = rng.normal(0, sigma, image.shape).astype(np.float32)
         image = np.sqrt((image + n1) ** 2 + n2**2) * np.float32(rng.uniform(200, 3000))
         image = image.astype(np.float32)
-    return Phantom(image, labels, tuple(float(s) for s in spacing), modality)
+    dz, dy, dx = (float(s) for s in spacing)
+    return Phantom(image, labels, (dz, dy, dx), modality)
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
 from .arrays import as_image, is_lazy, read_slice, write_slices
 from .device import pick_device
-from .nets import fuse_for_inference, pad_to_multiple
+from .nets import SegmentationNet, fuse_for_inference, pad_to_multiple
 from .normalize import Normalizer, fit_normalizer
 from .progress import Progress, run_to_completion
 from .slices import slice_count
@@ -76,13 +75,14 @@ def slice_uncertainty(probs: torch.Tensor) -> torch.Tensor:
     return (entropy * region).sum((1, 2)) / counts
 
 
-def prepare_for_inference(net: nn.Module, device: torch.device) -> nn.Module:
+def prepare_for_inference(net: SegmentationNet, device: torch.device) -> SegmentationNet:
     """Return an eval-mode copy of ``net`` on ``device``, BatchNorm folded, channels_last on CPU."""
     fast = fuse_for_inference(copy.deepcopy(net).eval())
     fast.config = net.config
     fast = fast.to(device)
     if device.type == "cpu":
-        fast = fast.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at run time; torch's type stubs leave it out
+        fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return fast
 
 
@@ -105,7 +105,7 @@ def _blend_weight(h: int, w: int) -> torch.Tensor:
     return ramp(h)[:, None] * ramp(w)[None, :]
 
 
-def _run_net(net: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
+def _run_net(net: SegmentationNet, x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Class logits for a (B, C, H, W) batch of any H x W."""
     padded, (h, w) = pad_to_multiple(x, multiple)
     if padded.device.type == "cpu":
@@ -114,7 +114,7 @@ def _run_net(net: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def _probabilities_tiled(
-    net: nn.Module, x: torch.Tensor, multiple: int, tile: int, overlap: int
+    net: SegmentationNet, x: torch.Tensor, multiple: int, tile: int, overlap: int
 ) -> torch.Tensor:
     """Softmax probabilities for one (1, C, H, W) slice larger than a tile."""
     _, _, h, w = x.shape
@@ -131,7 +131,7 @@ def _probabilities_tiled(
 
 
 def predict_iter(
-    net: nn.Module,
+    net: SegmentationNet,
     image: np.ndarray,
     *,
     slices: Sequence[int] | None = None,
@@ -149,7 +149,7 @@ def predict_iter(
 
     Parameters
     ----------
-    net : torch.nn.Module
+    net : SegmentationNet
         A network from :func:`napari_fcnseg.core.nets.build_network` (weights loaded).
     image : numpy.ndarray or array-like
         (Y, X), (Z, Y, X) or (..., Z, Y, X) real-valued array. Slices run along axis -3;
@@ -252,16 +252,16 @@ def predict_iter(
             for z, plane in zip(batch, predicted, strict=True):
                 write_slices(labels, v * nz + int(z), plane[None])
             if probs_out is not None:
-                p = p.permute(1, 0, 2, 3).numpy()
+                planes = p.permute(1, 0, 2, 3).numpy()
                 if probabilities == "uint8":
-                    p = np.rint(p * 255)
-                probs_out[:, v, batch] = p
+                    planes = np.rint(planes * 255)
+                probs_out[:, v, batch] = planes
             yield Progress(done, len(batches), f"segmented {done} of {len(batches)} batches")
     if probs_out is not None:
         probs_out = probs_out.reshape((n_classes, *shape))
     return Prediction(labels, probs_out, chosen, scores)
 
 
-def predict(net: nn.Module, image: np.ndarray, **kwargs) -> Prediction:
+def predict(net: SegmentationNet, image: np.ndarray, **kwargs) -> Prediction:
     """Segment ``image``; the non-generator form of :func:`predict_iter` (same arguments)."""
     return run_to_completion(predict_iter(net, image, **kwargs))

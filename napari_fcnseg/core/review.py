@@ -163,7 +163,7 @@ def _digest(plane: np.ndarray) -> str:
         plane = plane.astype("<f8")
     data = np.ascontiguousarray(plane).reshape(-1)
     h = hashlib.sha256(f"{plane.shape}{data.dtype.str}".encode())
-    h.update(memoryview(data).cast("B"))  # no copy; hashlib lets other threads run meanwhile
+    h.update(data.data.cast("B"))  # no copy; hashlib lets other threads run meanwhile
     return h.hexdigest()[:_DIGEST_HEX]
 
 

@@ -11,6 +11,7 @@ objects (:mod:`~napari_fcnseg.core.model_files`). Naming rules live in
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from typing import Any
 
 import platformdirs
 import torch
-from torch import nn
 
 from napari_fcnseg import __version__
 from napari_fcnseg.core.atomic import atomic_write_files
@@ -51,7 +51,7 @@ from napari_fcnseg.core.model_names import (
     sanitize_name,
 )
 from napari_fcnseg.core.name_claim import claim
-from napari_fcnseg.core.nets import NetworkConfig
+from napari_fcnseg.core.nets import NetworkConfig, SegmentationNet
 from napari_fcnseg.core.paths import OutputPathError, check_output_path
 
 __all__ = [
@@ -160,7 +160,7 @@ class ModelStore:
             user.append((created, name, ModelInfo(name, meta, False, self._pt(name).is_file())))
         return infos + [info for *_, info in sorted(user, key=lambda item: item[:2])]
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:  # `list` here is the method above
         """Names of all models, in :meth:`list` order."""
         return [info.name for info in self.list()]
 
@@ -185,7 +185,7 @@ class ModelStore:
         return assemble(torch_load(self._pt(text)), info.metadata, self._pt(text))
 
     def save(
-        self, net: nn.Module, name: str, metadata: dict[str, Any], overwrite: bool = False
+        self, net: SegmentationNet, name: str, metadata: dict[str, Any], overwrite: bool = False
     ) -> ModelInfo:
         """Save ``net`` as ``sanitize_name(name)`` with its model card.
 

@@ -20,7 +20,7 @@ from torch import nn
 from .adam import Adam
 from .augment import augment_batch
 from .losses import dice_ce_loss
-from .nets import pad_to_multiple
+from .nets import SegmentationNet, pad_to_multiple
 from .progress import Progress
 from .sampling import BalancedCropSampler
 
@@ -44,7 +44,7 @@ def lr_factor(step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
-def _freeze_norm_stats(net: nn.Module) -> None:
+def _freeze_norm_stats(net: SegmentationNet) -> None:
     """Keep BatchNorm running statistics fixed while training the rest."""
     for m in net.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -62,14 +62,14 @@ def batch_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) 
     return float(np.mean(scores)) if scores else 1.0
 
 
-def train_iter(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor,
+def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor,
                settings, device: torch.device, *, step_offset: int = 0, total: int | None = None,
                label: str = "step") -> Generator[Progress, None, TrainOutcome]:
     """Train ``model`` in place on the annotated slices; yield progress after every step.
 
     Parameters
     ----------
-    model : torch.nn.Module
+    model : SegmentationNet
         Network on ``device``; modified in place.
     xs, ys, valid : torch.Tensor
         CPU inputs (S, C, H, W), targets (S, H, W) int64, annotated-pixel mask (S, H, W).
