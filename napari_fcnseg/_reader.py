@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .layer_keys import CT_DISPLAY_WINDOW, MODALITY_KEY, SOURCE_KEY, LayerDataTuple, axis_labels
+
+if TYPE_CHECKING:  # napari imports the reader at start-up: io (numpy, nibabel...) loads on use
+    from napari_fcnseg.io import Volume
 
 SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
 _TIFF = (".tif", ".tiff")
@@ -43,7 +46,7 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerDataTuple]] |
         paths = paths[:1]  # a DICOM file opens its whole series
     for p in paths:
         if p.is_dir():
-            if not _has_dicom(p):
+            if not _readable_folder(p):
                 return None
         elif _suffix(p) not in SUFFIXES:
             return None
@@ -70,8 +73,8 @@ def _grayscale_tiff(path: Path) -> bool:
     return True
 
 
-def _has_dicom(folder: Path) -> bool:
-    """True when ``folder`` holds DICOM files (other folders, e.g. zarr, are not ours)."""
+def _readable_folder(folder: Path) -> bool:
+    """True when ``folder`` is a DICOM series folder or a zarr store; other folders are not ours."""
     from napari_fcnseg import io
 
     try:
@@ -80,7 +83,7 @@ def _has_dicom(folder: Path) -> bool:
         return False
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path) -> Volume:
     from napari_fcnseg import io
 
     return io.read_volume(path)
@@ -102,7 +105,7 @@ def _looks_like_labels(data: Any) -> bool:
     return 2 <= len(np.unique(sample)) <= 64 and int(sample.max()) < 65536
 
 
-def _labels_layer(volume: Any, sidecar: dict[str, Any] | None) -> LayerDataTuple:
+def _labels_layer(volume: Volume, sidecar: dict[str, Any] | None) -> LayerDataTuple:
     """A labels layer-data tuple, with class names, colours and review state when known."""
     from napari_fcnseg.class_style import class_colormap, class_features
     from napari_fcnseg.core.review import METADATA_KEY
@@ -131,7 +134,7 @@ def _labels_layer(volume: Any, sidecar: dict[str, Any] | None) -> LayerDataTuple
     return volume.data, attrs, "labels"
 
 
-def _to_layer(volume: Any) -> LayerDataTuple:
+def _to_layer(volume: Volume) -> LayerDataTuple:
     """Turn an :class:`napari_fcnseg.io.Volume` into an image or labels layer-data tuple.
 
     A file with a napari-fcnseg sidecar (saved labels), or an integer map with few distinct

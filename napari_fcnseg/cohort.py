@@ -16,9 +16,14 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_NETS: dict[str, Any] = {}  # payload key -> built network, per worker process
+if TYPE_CHECKING:  # imported lazily at run time: a Dask worker loads what a case needs
+    from napari_fcnseg.core.nets import SegmentationNet
+    from napari_fcnseg.core.progress import Progress
+    from napari_fcnseg.io import Volume
+
+_NETS: dict[str, SegmentationNet] = {}  # payload key -> built network, per worker process
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class CaseOptions:
     threads: int | None = None
 
 
-def unsegmentable(volume: Any) -> str | None:
+def unsegmentable(volume: Volume) -> str | None:
     """Why ``volume`` cannot be segmented slice by slice, or None when it can."""
     if volume.data.ndim not in (2, 3, 4):
         return (f"expected a 2D image or a 3D stack, got {volume.data.ndim} dimensions "
@@ -39,7 +44,7 @@ def unsegmentable(volume: Any) -> str | None:
     return None
 
 
-def case_modality(asked: str, volume: Any) -> str:
+def case_modality(asked: str, volume: Volume) -> str:
     """The normalisation for a case: the one asked for, else the file's own CT/MR, else auto."""
     modality = asked if asked != "auto" else (volume.modality or "auto")
     if modality not in ("CT", "MR"):
@@ -73,7 +78,7 @@ def _network(payload: dict[str, Any]) -> Any:
 
 
 def segment_case(payload: dict[str, Any], src: str, dst: str, options: CaseOptions,
-                 progress: Callable[[Any], None] | None = None) -> tuple[str, str]:
+                 progress: Callable[[Progress], None] | None = None) -> tuple[str, str]:
     """Read, segment and write one case; return ("wrote", path) or ("skipped", why).
 
     Problems a case can have (unreadable, wrong shape, unwritable output) are returned, not

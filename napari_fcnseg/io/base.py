@@ -157,7 +157,7 @@ def apply_rescale(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray
     return out
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
 
     On any failure the temporary file is removed and ``path`` is left as it was.

@@ -156,22 +156,24 @@ def _slices(items: list[tuple[Path, Dataset]], folder: Path) -> list[_Slice]:
 
 def _order(slices: list[_Slice], folder: Path) -> tuple[list[_Slice], np.ndarray | None]:
     """Sort slices along the normal and check the stack; positions are None when unknown."""
-    if any(s.ipp is None or s.iop is None for s in slices):
+    iops = [s.iop for s in slices if s.iop is not None]
+    ipps = [s.ipp for s in slices if s.ipp is not None]
+    if len(iops) < len(slices) or len(ipps) < len(slices):
         key = [(_int(s.ds.get("InstanceNumber"), 0), str(s.path), s.frame or 0) for s in slices]
         return [slices[i] for i in sorted(range(len(slices)), key=key.__getitem__)], None
-    ref = slices[0].iop
-    for s in slices:
-        if not np.allclose(s.iop, ref, atol=1e-3):
+    ref = iops[0]
+    for s, iop in zip(slices, iops, strict=True):
+        if not np.allclose(iop, ref, atol=1e-3):
             raise ImageReadError(
                 f"the slices have different orientations ({np.round(ref, 3).tolist()} in "
-                f"{slices[0].path.name}, {np.round(s.iop, 3).tolist()} in {s.path.name})",
+                f"{slices[0].path.name}, {np.round(iop, 3).tolist()} in {s.path.name})",
                 folder,
             )
     normal = np.cross(ref[:3], ref[3:])
     if np.linalg.norm(normal) < 1e-6:
         raise ImageReadError(f"invalid ImageOrientationPatient {ref.tolist()}", slices[0].path)
     normal /= np.linalg.norm(normal)
-    positions = np.array([float(s.ipp @ normal) for s in slices])
+    positions = np.array([float(ipp @ normal) for ipp in ipps])
     order = np.argsort(positions, kind="stable")
     slices, positions = [slices[i] for i in order], positions[order]
     steps = np.diff(positions)
@@ -221,6 +223,8 @@ def _stack(slices: list[_Slice], folder: Path) -> np.ndarray:
         elif not np.can_cast(img.dtype, out.dtype):
             out = out.astype(np.result_type(out.dtype, img.dtype))
         out[i] = img
+    if out is None:
+        raise ImageReadError("the series holds no image", folder)
     scales = [
         (_float(_attr(s.ds, s.frame, "RescaleSlope"), 1.0),
          _float(_attr(s.ds, s.frame, "RescaleIntercept"), 0.0))
@@ -323,12 +327,12 @@ def read_dicom(path: Path, series_uid: str | None = None) -> Volume:
              if (v := _size(_attr(s0.ds, s0.frame, k))) is not None),
             1.0,
         )  # fmt: skip
-    iop = s0.iop if positions is not None else np.array([1.0, 0, 0, 0, 1, 0])
+    iop = s0.iop if positions is not None and s0.iop is not None else np.array([1.0, 0, 0, 0, 1, 0])
     normal = np.cross(iop[:3], iop[3:])
     normal /= np.linalg.norm(normal)
     affine = np.eye(4)
     affine[:3, :3] = np.column_stack([iop[:3] * dx, iop[3:] * dy, normal * dz])
-    affine[:3, 3] = s0.ipp if positions is not None else 0.0
+    affine[:3, 3] = s0.ipp if positions is not None and s0.ipp is not None else 0.0
     affine[:2] *= -1  # LPS (DICOM) to RAS (NIfTI)
     geometry: dict[str, Any] = {
         "source_shape": (data.shape[2], data.shape[1], data.shape[0]),
@@ -336,6 +340,7 @@ def read_dicom(path: Path, series_uid: str | None = None) -> Volume:
         "files": [str(s.path) for s in slices],
         "series_uid": uid,
     }
+    spacing: tuple[float, ...]
     if data.shape[0] == 1:
         geometry["ornt"] = IDENTITY_ORNT.copy()
         display, spacing, origin = data[0], (dy, dx), None

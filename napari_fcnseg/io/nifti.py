@@ -8,9 +8,11 @@ so they land on the source file's own voxel grid). 2D images are shown as stored
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 
 from napari_fcnseg.io.base import ImageReadError, Volume, apply_rescale, check_size, full_suffix
 from napari_fcnseg.io.orientation import (
@@ -68,7 +70,8 @@ def read_nifti(path: Path) -> Volume:
     try:
         shape = tuple(int(n) for n in hdr.get_data_shape())
         dtype = np.dtype(hdr.get_data_dtype())
-        offset = int(img.dataobj.offset)
+        proxy = cast(ArrayProxy, img.dataobj)  # nibabel types it as a plain array-like
+        offset = int(proxy.offset)
     except Exception as exc:
         raise ImageReadError(f"the NIfTI header is corrupt ({exc})", path) from exc
     if dtype.fields is not None:
@@ -83,8 +86,8 @@ def read_nifti(path: Path) -> Volume:
         available = max(size - offset, 0)
     check_size(path, shape, dtype.itemsize, available)
     try:
-        raw = np.asanyarray(img.dataobj.get_unscaled())
-        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+        raw = np.asanyarray(proxy.get_unscaled())
+        slope, inter = float(proxy.slope), float(proxy.inter)
     except MemoryError as exc:
         raise ImageReadError("not enough memory to load the image", path) from exc
     except Exception as exc:
@@ -97,6 +100,7 @@ def read_nifti(path: Path) -> Volume:
     zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
     affine = usable_affine(img.affine, zooms)
     geometry = {"nifti_header": hdr.copy(), "source_shape": shape, "is_2d": len(core) == 2}
+    spacing: tuple[float, ...]
     if len(core) == 2:
         sizes = clean_sizes(np.sqrt((affine[:3, :2] ** 2).sum(axis=0)) * unit)
         geometry["ornt"] = IDENTITY_ORNT[:2].copy()
@@ -132,7 +136,7 @@ def write_nifti_labels(path: Path, labels: np.ndarray, like: Volume | None) -> N
     codes); otherwise the array is written with an axis-aligned affine from ``like.spacing``.
     """
     geometry = like.header if like is not None and isinstance(like.header, dict) else None
-    if geometry is not None and "ornt" in geometry and like.affine is not None:
+    if like is not None and geometry is not None and "ornt" in geometry and like.affine is not None:
         if geometry.get("is_2d"):
             arr = labels.T
         else:

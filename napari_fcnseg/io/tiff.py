@@ -38,7 +38,8 @@ class _Errors(logging.Handler):
 
     def __init__(self, path: Path) -> None:
         super().__init__(logging.ERROR)
-        self.path, self.thread, self.messages = path, threading.get_ident(), []
+        self.path, self.thread = path, threading.get_ident()
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
@@ -62,6 +63,8 @@ def _size(value: Any, factor: float = 1.0) -> float | None:
 def _resolution(page: tifffile.TiffPage, name: str) -> float | None:
     """Pixel size (1 / resolution) from an X/YResolution tag, in the file's unit."""
     tag = page.tags.get(name)
+    if tag is None:
+        return None
     try:
         num, den = tag.value
         return _size(den / num) if num and den else None
@@ -285,12 +288,13 @@ def prepare_image(
     if target is not None:
         arr = arr.astype(target)
     values = (1.0,) * arr.ndim if spacing is None else tuple(spacing)
-    sizes = tuple(_size(v) for v in values)
-    if len(sizes) != arr.ndim or any(s is None for s in sizes):
+    sizes = [_size(v) for v in values]
+    clean = tuple(s for s in sizes if s is not None)
+    if len(clean) != arr.ndim or len(sizes) != arr.ndim:
         raise ImageWriteError(
             f"spacing must be {arr.ndim} positive numbers (one per axis), got {spacing!r}", path
         )
-    return arr, tuple(float(s) for s in sizes)
+    return arr, clean
 
 
 def write_tiff(path: Path, data: Any, spacing: tuple[float, ...] | None) -> None:

@@ -88,7 +88,7 @@ def read_zarr(path: Path) -> Volume:
         raise ImageReadError(f"cannot segment an image of dtype {array.dtype}", path)
     ndim = array.ndim
     spacing = _scale(attrs, min(ndim, 3)) or (1.0,) * min(ndim, 3)
-    ours = attrs.get(ATTRIBUTE) if isinstance(attrs.get(ATTRIBUTE), dict) else {}
+    ours: dict = attrs[ATTRIBUTE] if isinstance(attrs.get(ATTRIBUTE), dict) else {}
     return Volume(data=array, spacing=spacing, path=path, format="zarr",
                   modality=ours.get("modality"), header={"class_names": ours.get("classes")})
 
