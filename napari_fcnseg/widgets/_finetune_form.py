@@ -110,9 +110,9 @@ class FinetuneForm(QWidget):
         form.addRow("Classes", self.classes_edit)
         form.addRow("New model name", self.name_edit)
         form.addRow("", self.estimate_label)
+        self._n_slices = 0
         for signal in (self.steps_spin.valueChanged, self.heldout_check.toggled):
             signal.connect(lambda *_: self.show_estimate(self._n_slices))
-        self._n_slices = 0
 
     def settings(self):
         """The :class:`~napari_fcnseg.core.finetune.FinetuneSettings` the controls describe."""

@@ -21,11 +21,13 @@ from ._slice_review import FinetuneError
 from ._strokes import StrokeTracker, strokes_only
 
 if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
     from napari_fcnseg.core.finetune import FinetuneSettings
     from napari_fcnseg.core.store import ModelStore
 
 
-def copy_training_labels(image: Any, labels: Any, slices: list[int]
+def copy_training_labels(image: Image, labels: Labels, slices: list[int]
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Check the image and labels layers; copy the labels of the training slices.
 
@@ -75,7 +77,7 @@ def copy_training_labels(image: Any, labels: Any, slices: list[int]
     return data, used
 
 
-def prepare_round(store: ModelStore, image: Any, labels: Any, slices: list[int],
+def prepare_round(store: ModelStore, image: Image, labels: Labels, slices: list[int],
                   state: ReviewState | None, *, base: str, any_models: bool, name: str,
                   classes_text: str, settings: FinetuneSettings,
                   strokes: StrokeTracker | None) -> dict[str, Any]:

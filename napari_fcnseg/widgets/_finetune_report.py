@@ -7,9 +7,12 @@ training slices, shown only as such. The verdict compares the first two.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_fcnseg.core.finetune import FinetuneResult
 
 
 def _mean(scores: dict[str, float]) -> float:
@@ -21,7 +24,7 @@ def _cell(scores: dict[str, float], name: str) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def dice_table(result: Any) -> str:
+def dice_table(result: FinetuneResult) -> str:
     """Rich text: Dice per class of the starting model, held-out after, and training slices.
 
     Parameters
@@ -45,7 +48,7 @@ def dice_table(result: Any) -> str:
         "progress.</small>")
 
 
-def verdict(result: Any, base: str, saved: str) -> str:
+def verdict(result: FinetuneResult, base: str, saved: str) -> str:
     """One plain sentence: is the new model better than ``base`` on unseen annotated slices."""
     before, after = _mean(result.dice_before), _mean(result.dice_after)
     if result.improved is None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import numpy as np
-
 from napari_fcnseg.core.review import protected_slices
 from napari_fcnseg.core.slices import slice_count
 
@@ -34,7 +32,7 @@ def next_to_review(widget: Any) -> int | None:
         return None
     state = widget.review_state(create=True)
     shape = tuple(labels.data.shape)
-    owned = protected_slices(np.asarray(labels.data), state)
+    owned = protected_slices(labels.data, state)
     return state.next_to_review(slice_count(shape), owned, after=widget.current_slice())
 
 

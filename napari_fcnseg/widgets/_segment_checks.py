@@ -84,8 +84,8 @@ def check_request(viewer: napari.Viewer, image: Image | None, scope: str,
         In plain words, for anything that keeps the request from running.
     """
     problem = validate_image_layer(image)
-    if problem:
-        raise SegmentError(problem)
+    if problem or image is None:
+        raise SegmentError(problem or "Choose an image layer to segment first.")
     shape = tuple(image.data.shape)
     n = slice_count(shape)
     if slices is not None:

@@ -8,7 +8,7 @@ kept unless the run was asked to overwrite them (and then they are recorded for 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from ._segment_work import SegmentOutcome
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
+
+    from napari_fcnseg.core.predict import Prediction
 
 PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
 
@@ -98,7 +100,7 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
     state.uncertainty.update({k: scores[k] for k in written if k in scores})
     if prediction.probabilities is not None:
         show_probabilities(viewer, image, prediction, classes)
-    if getattr(outcome, "entropy", None) is not None:
+    if outcome.entropy is not None:
         show_uncertainty(viewer, image, outcome.entropy, prediction.slices)
     if layer is None:
         metadata = {METADATA_KEY: state.to_metadata()}
@@ -135,16 +137,18 @@ def show_uncertainty(viewer: napari.Viewer, image: Image, entropy: np.ndarray,
                          opacity=0.6, metadata={PROBABILITY_KEY: "uncertainty"})
 
 
-def show_probabilities(viewer: napari.Viewer, image: Image, prediction: Any,
+def show_probabilities(viewer: napari.Viewer, image: Image, prediction: Prediction,
                        classes: list[str]) -> None:
     """Write the foreground-class probabilities into one uint8 image layer per class."""
     from napari.layers import Image as ImageLayer
 
-    shape = tuple(image.data.shape)
-    for c in range(1, prediction.probabilities.shape[0]):
+    shape, probabilities = tuple(image.data.shape), prediction.probabilities
+    if probabilities is None:
+        return
+    for c in range(1, probabilities.shape[0]):
         cls = classes[c] if c < len(classes) else f"class {c}"
         name = f"{image.name} {cls} probability"
-        probs = prediction.probabilities[c]
+        probs = probabilities[c]
         layer = layer_named(viewer, name)
         if isinstance(layer, ImageLayer) and tuple(layer.data.shape) == shape:
             for k in prediction.slices:

@@ -18,6 +18,8 @@ import numpy as np
 from napari_fcnseg.core.arrays import as_image, is_lazy
 
 if TYPE_CHECKING:
+    from napari_fcnseg.core.model_card import LoadedModel
+    from napari_fcnseg.core.predict import Prediction
     from napari_fcnseg.core.store import ModelStore
 
 #: Folder for the labels of images larger than memory (default: the user cache folder).
@@ -65,10 +67,10 @@ class SegmentOutcome:
         when an uncertainty layer was asked for.
     """
 
-    prediction: Any
+    prediction: Prediction
     digests: dict[int, str]
-    loaded: Any
-    entropy: Any = None
+    loaded: LoadedModel | None
+    entropy: np.ndarray | None = None
 
 
 def labels_store_dir() -> Path:
@@ -100,7 +102,7 @@ def open_labels_store(path: Path):
     return zarr.open_group(store=str(path), mode="r+")["0"]
 
 
-def predict_work(store: ModelStore, model: str, loaded: Any, data: Any,
+def predict_work(store: ModelStore, model: str, loaded: LoadedModel | None, data: Any,
                  slices: list[int] | None, modality: str, probabilities: bool, device: str,
                  batch_size: int | None, uncertainty_layer: bool = False):
     """Generator run in the worker thread: load the model if needed, normalise, predict, hash.
@@ -140,7 +142,7 @@ def predict_work(store: ModelStore, model: str, loaded: Any, data: Any,
             store_writer.abort()
         raise
     entropy = None
-    if uncertainty_layer:
+    if uncertainty_layer and prediction.probabilities is not None:  # asked for above
         entropy = entropy_map(prediction.probabilities)
         if not probabilities:
             prediction.probabilities = None

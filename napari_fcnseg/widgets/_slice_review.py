@@ -9,9 +9,8 @@ the list current while the person paints. It is the upper part of
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-import numpy as np
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -204,16 +203,25 @@ class SliceReviewWidget(QWidget):
         self._timer.start()
 
     # ----------------------------------------------------------------------- slices
+    @overload
+    def review_state(self, create: Literal[True]) -> ReviewState: ...
+
+    @overload
+    def review_state(self, create: bool = False) -> ReviewState | None: ...
+
     def review_state(self, create: bool = False) -> ReviewState | None:
-        """The chosen Labels layer's review state; with ``create`` make one when it has none."""
+        """The chosen Labels layer's review state.
+
+        With ``create``, an empty state when the layer has none (or no Labels layer is chosen).
+        """
         labels = self.labels_layer
-        if labels is None:
-            return None
-        state = ReviewState.from_metadata(labels.metadata)
+        state = None if labels is None else ReviewState.from_metadata(labels.metadata)
         return ReviewState() if state is None and create else state
 
     def _store_state(self, state: ReviewState) -> None:
-        self.labels_layer.metadata[METADATA_KEY] = state.to_metadata()
+        labels = self.labels_layer
+        if labels is not None:
+            labels.metadata[METADATA_KEY] = state.to_metadata()
         self.refresh()
 
     def slice_status(self) -> dict[int, str]:
@@ -222,7 +230,7 @@ class SliceReviewWidget(QWidget):
         if labels is None or len(labels.data.shape) < 2 or not labels.data.size:
             return {}
         state = self.review_state(create=True)
-        edited = set(edited_slices(np.asarray(labels.data), state))
+        edited = set(edited_slices(labels.data, state))  # slice by slice: zarr stays on disk
         n = slice_count(tuple(labels.data.shape))
         reviewed = {k for k in state.reviewed if 0 <= k < n}
         names = {1: "edited", 2: "reviewed", 3: "edited + reviewed"}
@@ -239,10 +247,11 @@ class SliceReviewWidget(QWidget):
         self._timer.stop()
         labels = self.labels_layer
         status = self.slice_status()
+        shape = () if labels is None else tuple(labels.data.shape)
         selected = {item.data(SLICE_ROLE) for item in self.slice_list.selectedItems()}
         self.slice_list.clear()
         for k, what in status.items():
-            item = QListWidgetItem(f"{self._slice_name(k)} — {what}")
+            item = QListWidgetItem(f"{self._slice_name(shape, k)} — {what}")
             item.setData(SLICE_ROLE, k)
             self.slice_list.addItem(item)
             item.setSelected(k in selected)
@@ -255,8 +264,8 @@ class SliceReviewWidget(QWidget):
                 "slices that are already right as reviewed.")
         self.refreshed.emit(len(status))
 
-    def _slice_name(self, k: int) -> str:
-        shape = tuple(self.labels_layer.data.shape)
+    @staticmethod
+    def _slice_name(shape: tuple[int, ...], k: int) -> str:
         if len(shape) == 2:
             return "the image"
         lead = slice_index(shape, k)

@@ -47,8 +47,7 @@ class StrokeTracker:
     def add_box(self, box: tuple[slice, ...], mask: np.ndarray | None) -> None:
         """Record the pixels ``mask`` selects inside the bounding box ``box`` (None: all)."""
         ranges = [range(*s.indices(n)) for s, n in zip(box, self.shape, strict=True)]
-        full = mask is None
-        if full:
+        if mask is None:
             mask = np.ones([len(r) for r in ranges], bool)
         for pos in np.ndindex(*[len(r) for r in ranges[:-2]]):
             plane = mask[pos]
@@ -115,11 +114,12 @@ def strokes_only(data: np.ndarray, slices: list[int], tracker: StrokeTracker,
     ignore_label : int or None
         :data:`IGNORE_LABEL`, or None when every slice counts whole.
     """
-    partial = [k for k in slices if k not in whole and tracker.painted(k) is not None]
+    painted = {k: tracker.painted(k) for k in slices if k not in whole}
+    partial = {k: mask for k, mask in painted.items() if mask is not None}
     if not partial:
         return data, None
     out = data.astype(np.int32)
     planes = out.reshape(-1, *out.shape[-2:])
-    for k in partial:
-        planes[k][~tracker.painted(k)] = IGNORE_LABEL
+    for k, mask in partial.items():
+        planes[k][~mask] = IGNORE_LABEL
     return out, IGNORE_LABEL

@@ -13,7 +13,6 @@ import concurrent.futures
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QHBoxLayout,
@@ -41,6 +40,8 @@ from .session import models_changed, session_for
 
 if TYPE_CHECKING:
     import napari
+
+    from napari_fcnseg.core.progress import Progress
 
 __all__ = ["CANCELLED_MESSAGE", "FinetuneCancelled", "FinetuneError", "FinetuneWidget",
            "dice_table"]
@@ -248,8 +249,9 @@ class FinetuneWidget(QWidget):
             self._strokes_layer.events.paint.disconnect(self._strokes.on_paint)
         labels = self.labels_layer
         self._strokes_layer = labels
-        self._strokes = StrokeTracker(tuple(labels.data.shape)) if labels is not None else None
+        self._strokes = None
         if labels is not None:
+            self._strokes = StrokeTracker(tuple(labels.data.shape))
             labels.events.paint.connect(self._strokes.on_paint)
 
     def finetune(self) -> concurrent.futures.Future:
@@ -299,7 +301,7 @@ class FinetuneWidget(QWidget):
         self.cancel_button.setEnabled(busy)
         self.resegment_button.setEnabled(not busy and self._last_model is not None)
 
-    def _on_progress(self, record: Any) -> None:
+    def _on_progress(self, record: Progress) -> None:
         if record.loss is None:
             self.status_label.setText(record.message.capitalize() + "...")
             return
@@ -371,7 +373,8 @@ class FinetuneWidget(QWidget):
         if image is None or labels is None:
             return self.job.fail(future, "Choose the image and its labels layer first.")
         seg.image_layer = image
-        if seg.labels_layer is not labels:
+        writes_here = seg.labels_layer is labels
+        if not writes_here:
             return self.job.fail(future, f"The Segment widget writes the segmentation of "
                               f"'{image.name}' into '{image.name} labels', not into "
                               f"'{labels.name}'; rename the labels layer to re-segment it.")
@@ -379,7 +382,7 @@ class FinetuneWidget(QWidget):
         if not seg.select_model(model):
             return self.job.fail(future, f"Model '{model}' is not available.")
         state = self.review_state(create=True)
-        keep = set(protected_slices(np.asarray(labels.data), state))
+        keep = set(protected_slices(labels.data, state))
         todo = [k for k in range(slice_count(tuple(labels.data.shape))) if k not in keep]
         if not todo:
             notify_info("Every slice is edited or reviewed; nothing to re-segment.")

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
 
+    from napari_fcnseg.core.progress import Progress
+
 SCOPES = {"Whole volume": "volume", "Current slice": "slice"}
 #: Seconds between progress-bar updates; each repaints the bar at once, pausing the viewer.
 PROGRESS_INTERVAL = 0.2
@@ -283,6 +285,7 @@ class SegmentWidget(QWidget):
                                             self.model_name, self._model_classes)
         except SegmentError as exc:
             return self.job.refuse(str(exc))
+        assert image is not None  # check_request refuses a missing image
         modality = str(image.metadata.get(MODALITY_KEY, "auto"))
         name = self.model_name
         request = {"image": image, "model": name, "classes": classes,
@@ -314,7 +317,7 @@ class SegmentWidget(QWidget):
         if busy:
             self.progress_bar.setRange(0, 0)
 
-    def _on_progress(self, record: Any) -> None:
+    def _on_progress(self, record: Progress) -> None:
         self.progress_bar.setRange(0, max(1, record.total))
         self.progress_bar.setValue(record.step)
         self.status_label.setText(record.message)

@@ -66,7 +66,8 @@ def follow_models(slot: Callable[[], Any]) -> None:
     slot : bound method
         A method of a Qt widget (or other ``QObject``), taking no arguments.
     """
-    owner, function = weakref.ref(slot.__self__), slot.__func__
+    # a bound method (mypy types it as a plain callable, without __self__ and __func__)
+    owner, function = weakref.ref(slot.__self__), slot.__func__  # type: ignore[attr-defined]
 
     def on_models_changed() -> None:
         target = owner()
