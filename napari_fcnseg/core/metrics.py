@@ -87,10 +87,15 @@ def class_volumes(labels: np.ndarray, spacing: tuple[float, ...] | None = None,
     list of dict
         One row per label value present (and per named class), ascending: ``value``, ``name``,
         ``voxels``, ``ml`` (None without ``spacing``) and ``components`` (connected parts,
-        face-and-edge connectivity, e.g. the number of lesions).
+        face-and-edge connectivity, e.g. the number of lesions; None for labels read from
+        disk on demand, which are counted slice by slice and never loaded whole).
     """
     from scipy import ndimage
 
+    from .arrays import is_lazy
+
+    if is_lazy(labels):
+        return _streamed_volumes(labels, spacing, names)
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iub":
         raise ValueError(f"labels must be integers, not {labels.dtype}")
@@ -112,4 +117,36 @@ def class_volumes(labels: np.ndarray, spacing: tuple[float, ...] | None = None,
         rows.append({"value": v, "name": name, "voxels": voxels,
                      "ml": None if voxel_ml is None else round(voxels * voxel_ml, 3),
                      "components": parts})
+    return rows
+
+
+def _streamed_volumes(labels, spacing: tuple[float, ...] | None,
+                      names: list[str] | None) -> list[dict]:
+    """:func:`class_volumes` of a dask or zarr array, one slice in memory at a time."""
+    from .arrays import read_slice
+    from .slices import slice_count
+
+    if np.dtype(labels.dtype).kind not in "iub":
+        raise ValueError(f"labels must be integers, not {labels.dtype}")
+    counts = np.zeros(0, np.int64)
+    for k in range(slice_count(tuple(labels.shape))):
+        plane = read_slice(labels, k).astype(np.int64, copy=False).ravel()
+        if plane.size and plane.min() < 0:
+            raise ValueError("labels must not be negative")
+        found = np.bincount(plane)
+        if found.size > counts.size:
+            counts = np.pad(counts, (0, found.size - counts.size))
+        counts[: found.size] += found
+    present = [v for v in range(1, counts.size) if counts[v]]
+    wanted = sorted(set(present) | set(range(1, len(names or []))))
+    voxel_ml = None
+    if spacing is not None:
+        voxel_ml = float(np.prod(np.asarray(spacing, float)[-len(labels.shape):])) / 1000.0
+    rows = []
+    for v in wanted:
+        voxels = int(counts[v]) if v < counts.size else 0
+        name = names[v] if names and v < len(names) else f"class {v}"
+        rows.append({"value": v, "name": name, "voxels": voxels,
+                     "ml": None if voxel_ml is None else round(voxels * voxel_ml, 3),
+                     "components": None})
     return rows

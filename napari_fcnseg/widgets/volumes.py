@@ -151,8 +151,8 @@ class VolumesWidget(QWidget):
         if self._worker is not None:
             self._pending = True  # count again when the running count ends
             return
-        data = np.asarray(layer.data)
-        if data.dtype.kind not in "iub" or data.ndim < 2:
+        data = layer.data  # a zarr-backed layer is counted slice by slice, not loaded whole
+        if np.dtype(data.dtype).kind not in "iub" or data.ndim < 2:
             self._show([], f"'{layer.name}' holds no integer labels.")
             return
         scale = tuple(float(s) for s in layer.scale)
@@ -179,8 +179,8 @@ class VolumesWidget(QWidget):
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             ml = "" if row["ml"] is None else f"{row['ml']:.2f}"
-            for j, text in enumerate((row["name"], str(row["voxels"]), ml,
-                                      str(row["components"]))):
+            parts = "not counted" if row["components"] is None else str(row["components"])
+            for j, text in enumerate((row["name"], str(row["voxels"]), ml, parts)):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
         self.status_label.setText(message)
@@ -192,7 +192,8 @@ class VolumesWidget(QWidget):
         writer.writerow(["class", "value", "voxels", "volume_ml", "parts"])
         for row in self.rows:
             writer.writerow([row["name"], row["value"], row["voxels"],
-                             "" if row["ml"] is None else row["ml"], row["components"]])
+                             "" if row["ml"] is None else row["ml"],
+                             "" if row["components"] is None else row["components"]])
         return out.getvalue()
 
     def export_csv(self, path: str | Path) -> Path:

@@ -91,3 +91,30 @@ def test_lazy_images_refuse_probabilities_and_outputs_must_fit(net, ct):
         predict(net, da.from_array(ct), probabilities="uint8", device="cpu")
     with pytest.raises(ValueError, match="uint8 array of the image's shape"):
         predict(net, ct, out=np.zeros((6, 64, 63), np.uint8), device="cpu")
+
+
+def test_volumes_and_edits_of_lazy_labels_are_counted_one_slice_at_a_time():
+    from napari_fcnseg.core.metrics import class_volumes
+    from napari_fcnseg.core.review import ReviewState, edited_slices, slice_digests
+
+    labels = np.zeros((5, 16, 16), np.uint8)
+    labels[1, 2:6, 2:6] = 1
+    labels[3, :4, :4] = 2
+    labels[3, 10:12, 10:12] = 2
+    names = ["background", "organ", "lesion", "cyst"]
+    lazy = CountingArray(labels)
+    rows = class_volumes(lazy, (2.0, 1.0, 1.0), names)
+    eager = class_volumes(labels, (2.0, 1.0, 1.0), names)
+    assert [(r["value"], r["name"], r["voxels"], r["ml"]) for r in rows] == [
+        (r["value"], r["name"], r["voxels"], r["ml"]) for r in eager]
+    assert [r["voxels"] for r in rows] == [16, 20, 0]
+    assert all(r["components"] is None for r in rows) and eager[1]["components"] == 2
+    assert max(lazy.reads) == 16 * 16  # never more than one slice in memory
+
+    lazy.reads.clear()
+    assert edited_slices(lazy, ReviewState()) == [1, 3]
+    state = ReviewState()
+    state.record_prediction(slice_digests(labels), "bundled")
+    labels[4, 0, 0] = 1
+    assert edited_slices(lazy, state) == [4]
+    assert max(lazy.reads) == 16 * 16
