@@ -1,4 +1,7 @@
-"""Adam for fine-tuning inside a viewer, without :mod:`torch.optim`'s first-use cost.
+"""The fine-tuning optimiser and its learning-rate schedule.
+
+:func:`lr_factor` is the schedule (linear warm-up, then cosine decay). :class:`Adam` is Adam for
+fine-tuning inside a viewer, without :mod:`torch.optim`'s first-use cost.
 
 The first optimiser made with :mod:`torch.optim` imports ``torch._dynamo`` and sympy with it.
 Large modules are unmarshalled while holding Python's global lock, so a napari viewer froze for
@@ -14,6 +17,14 @@ import math
 from collections.abc import Iterable
 
 import torch
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """Fraction of the peak learning rate at 0-based ``step``: linear warm-up, cosine decay."""
+    warm = max(1, steps // 10)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
 class Adam:

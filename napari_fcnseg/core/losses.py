@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def dice_ce_loss(
@@ -48,3 +49,23 @@ def dice_ce_loss(
     denom = (probs.sum(dims) + onehot.sum(dims))[1:]
     dice = (2 * inter + smooth) / (denom + smooth)
     return ce + (1 - dice).mean()
+
+
+def l2sp_penalty(model: nn.Module, anchors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Squared distance of the trainable weights from their starting values (L2-SP).
+
+    Li, Grandvalet and Davoine, "Explicit inductive bias for transfer learning with
+    convolutional networks", ICML 2018: pulling fine-tuned weights towards the pre-trained ones,
+    rather than towards zero, keeps what the network learned before while it fits a few slices.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network being fine-tuned.
+    anchors : dict of str to torch.Tensor
+        Parameter name -> starting value; parameters without an anchor (the head) and frozen
+        ones are not pulled.
+    """
+    drift = [((p - anchors[n]) ** 2).sum() for n, p in model.named_parameters()
+             if n in anchors and p.requires_grad]
+    return sum(drift, torch.zeros(()))  # summed in order, as the loss always was

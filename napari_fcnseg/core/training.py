@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adam import Adam
+from .adam import Adam, lr_factor
 from .augment import augment_batch
-from .losses import dice_ce_loss
+from .losses import dice_ce_loss, l2sp_penalty
 from .nets import SegmentationNet, pad_to_multiple
 from .progress import Progress
 from .sampling import BalancedCropSampler
@@ -34,14 +34,6 @@ class TrainOutcome:
 
     steps: int
     stopped: str | None
-
-
-def lr_factor(step: int, steps: int) -> float:
-    """Fraction of the peak learning rate at 0-based ``step``: linear warm-up, cosine decay."""
-    warm = max(1, steps // 10)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
 def _freeze_norm_stats(net: SegmentationNet) -> None:
@@ -128,9 +120,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
         logits = model(x)
         loss = dice_ce_loss(logits, y, v)
         if settings.anchor_weight > 0:
-            drift = sum(((p - anchors[n]) ** 2).sum() for n, p in model.named_parameters()
-                        if n in anchors and p.requires_grad)
-            loss = loss + settings.anchor_weight * drift
+            loss = loss + settings.anchor_weight * l2sp_penalty(model, anchors)
         value = float(loss.detach())
         typical = float(np.median(first_losses)) if first_losses else None
         if not math.isfinite(value) or (
