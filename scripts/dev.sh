@@ -46,6 +46,7 @@ case "$action" in
     .venv/bin/ruff check napari_fcnseg tests tests_installed benchmarks scripts
     .venv/bin/npe2 validate napari-fcnseg --imports
     .venv/bin/lint-imports --no-cache  # the floors: imports only point down (pyproject.toml)
+    .venv/bin/mypy  # the types ([tool.mypy] in pyproject.toml)
     export NAPARI_FCNSEG_MODEL_DIR="${NAPARI_FCNSEG_MODEL_DIR:-$(mktemp -d)}"
     .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
     if [ "$#" = 0 ]; then  # the whole suite: also check the plugin installed as users do,
