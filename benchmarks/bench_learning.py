@@ -378,13 +378,32 @@ def run_network(net, case: Case, rest: list[int], device: str) -> dict:
     return res
 
 
-def run_case(case: Case, start, settings: FinetuneSettings, device: str,
+def run_case(case: Case, starts: dict, settings: FinetuneSettings, device: str,
              max_pixels: int) -> list[dict]:
-    start_net = start.net
     rest = [z for z in range(len(case.image)) if z not in case.annotated]
     rows = []
+    for label, start in starts.items():
+        rows.extend(_run_start(case, label if len(starts) > 1 else "", start, rest, settings,
+                               device))
+    rows.append({"method": "forest", **run_forest(case, rest, max_pixels)})
+    for r in rows:
+        print(f"  {case.name} {r['method']}: train {r['train_s']:.1f} s, predict "
+              f"{r['predict_s']:.1f} s, Dice {r['dice']}, voxels predicted/reference "
+              f"{r['voxels_pred_ref']}", file=sys.stderr, flush=True)
+    for r in rows:
+        r["mean_dice"] = mean(r["dice"])
+        r["next_mean_dice"] = mean(r.get("next_dice"))
+        r["train_s"], r["predict_s"] = round(r["train_s"], 1), round(r["predict_s"], 1)
+    return rows
+
+
+def _run_start(case: Case, label: str, start, rest: list[int], settings: FinetuneSettings,
+               device: str) -> list[dict]:
+    """The starting model's rows: unchanged (where its classes apply) and fine-tuned."""
+    start_net = start.net
+    rows = []
     if case.start_classes:
-        rows.append({"method": "bundled (start)", "train_s": 0.0,
+        rows.append({"method": f"{label or 'bundled'} (start)", "train_s": 0.0,
                      **run_network(start_net, case, rest, device)})
     sparse = np.zeros_like(case.labels)
     sparse[case.annotated] = case.labels[case.annotated]
@@ -396,7 +415,7 @@ def run_case(case: Case, start, settings: FinetuneSettings, device: str,
                       class_names=case.class_names, settings=settings, modality=case.modality,
                       device=device, **extra)
     train_s = time.perf_counter() - t
-    row = {"method": "fine-tuned", "train_s": train_s,
+    row = {"method": f"fine-tuned from {label}" if label else "fine-tuned", "train_s": train_s,
            **run_network(result.net, case, rest, device)}
     row["steps"] = getattr(result, "steps", None)
     if getattr(result, "stopped", None):
@@ -406,15 +425,6 @@ def run_case(case: Case, start, settings: FinetuneSettings, device: str,
             row[f"reported_{key}"] = {k: round(float(v), 4) for k, v in
                                       getattr(result, key).items()}
     rows.append(row)
-    rows.append({"method": "forest", **run_forest(case, rest, max_pixels)})
-    for r in rows:
-        print(f"  {case.name} {r['method']}: train {r['train_s']:.1f} s, predict "
-              f"{r['predict_s']:.1f} s, Dice {r['dice']}, voxels predicted/reference "
-              f"{r['voxels_pred_ref']}", file=sys.stderr, flush=True)
-    for r in rows:
-        r["mean_dice"] = mean(r["dice"])
-        r["next_mean_dice"] = mean(r.get("next_dice"))
-        r["train_s"], r["predict_s"] = round(r["train_s"], 1), round(r["predict_s"], 1)
     return rows
 
 
@@ -454,6 +464,9 @@ def main() -> None:
                         f"{DEFAULT_CACHE})")
     parser.add_argument("--device", default="cpu", help="torch device for the network")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--start", default="bundled",
+                        help="starting model(s), comma-separated: store names or .pt files "
+                             "with their card beside (several: compared in the same run)")
     args = parser.parse_args()
 
     cache = (args.cache_dir or Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)).expanduser()
@@ -468,13 +481,18 @@ def main() -> None:
     max_pixels = args.forest_pixels or (20_000 if args.quick else 200_000)
     threads = configure_threads()
     code = code_version()  # before the run: the package may change while it runs
-    start = ModelStore().load("bundled")
+    store = ModelStore()
+    starts = {}
+    for spec in args.start.split(","):
+        path = Path(spec).expanduser()
+        starts[path.parent.name if path.suffix == ".pt" else spec] = store.load(
+            path if path.suffix == ".pt" else spec)
 
     results = []
     for name in names:
         t0 = time.perf_counter()
         case = load_case(name.strip(), cache)
-        rows = run_case(case, start, settings, args.device, max_pixels)
+        rows = run_case(case, starts, settings, args.device, max_pixels)
         info = {"case": case.name, "source": case.source, "shape": list(case.image.shape),
                 "spacing_mm": [round(s, 3) for s in case.spacing], "modality": case.modality,
                 "classes": case.class_names, "scored": [case.class_names[c] for c in case.scored],

@@ -13,9 +13,14 @@ weights with ``--init`` and a new ``--seed`` (fresh generated volumes), so no st
 than about forty minutes on two CPU cores. The shipped weights came from::
 
     # U-Net: 6000 steps lr 3e-3 seed 0, then 3000 steps lr 1e-3 seeds 1 and 2
+    #        (a domain-randomised stage on top: see "training" in core/weights/bundled.json)
     # FCN:   see the "training" chain in core/weights/fcn.json (same flags, --arch fcn)
  Training data are seeds 0..N-1; held-out
 evaluation uses seeds from 100000 on, which training never sees.
+
+``--synth-fraction F`` replaces that fraction of every batch with crops of domain-randomised
+volumes (:mod:`napari_fcnseg.core.synth`: random anatomy and contrast, same three classes),
+seeded from ``seed * 1000 + 500000``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from napari_fcnseg.core.normalize import fit_normalizer
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume
 from napari_fcnseg.core.predict import predict
 from napari_fcnseg.core.slices import stack_slices
+from napari_fcnseg.core.synth import synthetic_volume
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "napari_fcnseg" / "core" / "weights"
 SIZES = [(20, 256, 256)] * 6 + [(16, 384, 384)] * 3 + [(12, 512, 512)] * 1
@@ -80,6 +86,19 @@ def sample_batch(images, labels, rng, batch, crop, context):
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
 
 
+def sample_synthetic(pool, rng, batch, crop, context):
+    """Random 2.5D crops of the domain-randomised volumes (any slice with both neighbours)."""
+    xs, ys = [], []
+    for _ in range(batch):
+        vol = pool[int(rng.integers(len(pool)))]
+        nz, h, w = vol.image.shape
+        z = int(rng.integers(context, nz - context))
+        y0, x0 = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        xs.append(stack_slices(vol.image, [z], context)[0, :, y0:y0 + crop, x0:x0 + crop])
+        ys.append(vol.labels[z, y0:y0 + crop, x0:x0 + crop])
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys).astype(np.int64))
+
+
 def evaluate(net, n_volumes: int) -> dict:
     """Dice per class on held-out generated volumes, pooled and per-volume mean."""
     pooled = {name: [0, 0] for name in CLASS_NAMES[1:]}
@@ -115,6 +134,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-volumes", type=int, default=16)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--synth-fraction", type=float, default=0.0,
+                        help="fraction of each batch from domain-randomised volumes")
+    parser.add_argument("--synth-volumes", type=int, default=300)
     parser.add_argument("--init", type=Path, default=None,
                         help="continue from these weights (a second, shorter stage)")
     args = parser.parse_args()
@@ -138,6 +160,11 @@ def main() -> None:
     t0 = time.perf_counter()
     images, labels = make_dataset(args.volumes, args.seed * 1000)
     print(f"generated {args.volumes} volumes in {time.perf_counter() - t0:.0f}s", flush=True)
+    n_synth = round(args.batch * args.synth_fraction)
+    synth_seed0 = args.seed * 1000 + 500_000
+    pool = [synthetic_volume(synth_seed0 + i) for i in range(args.synth_volumes if n_synth else 0)]
+    if pool:
+        print(f"generated {len(pool)} domain-randomised volumes", flush=True)
 
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     weights = torch.tensor([0.5, 1.0, 2.0])
@@ -148,7 +175,10 @@ def main() -> None:
     t_train = time.perf_counter()
     net.train()
     for step in range(1, steps + 1):
-        x, y = sample_batch(images, labels, rng, args.batch, args.crop, config.context)
+        x, y = sample_batch(images, labels, rng, args.batch - n_synth, args.crop, config.context)
+        if n_synth:
+            xs, ys = sample_synthetic(pool, rng, n_synth, args.crop, config.context)
+            x, y = torch.cat([x, xs]), torch.cat([y, ys])
         x, y, valid = augment_batch(x, y, torch.ones_like(y, dtype=torch.bool), gen)
         loss = dice_ce_loss(net(x.contiguous()), y, class_weights=weights)
         opt.zero_grad(set_to_none=True)
@@ -182,7 +212,10 @@ def main() -> None:
             "script": "scripts/train_bundled.py",
             "data": f"{args.volumes} generated volumes (half CT-like, half MR-like), seeds "
                     f"{args.seed * 1000}..{args.seed * 1000 + args.volumes - 1}, sizes "
-                    "256/384/512 in-plane",
+                    "256/384/512 in-plane"
+                    + (f"; {n_synth} of {args.batch} crops per batch from {len(pool)} "
+                       f"domain-randomised volumes (core/synth.py), seeds {synth_seed0}.."
+                       f"{synth_seed0 + len(pool) - 1}" if n_synth else ""),
             "steps": steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "optimizer": "AdamW + OneCycle", "loss": "cross-entropy + soft Dice",
             "augmentation": "flips, 90-degree rotations, gamma/gain/shift/noise",
