@@ -32,10 +32,10 @@ def _drive(work, label: str, position: int = 0):
         return run_to_completion(work, update)
 
 
-def _read(path: str | Path):
+def _read(path: str | Path, streamed: bool = False):
     from ..io import read_volume
 
-    return read_volume(Path(path))
+    return read_volume(Path(path), streamed=streamed)
 
 
 def _load_model(name: str | None):

@@ -34,7 +34,8 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     from ..core.predict import predict_iter
     from ..io import write_labels
 
-    volume = _read(src)
+    # into a zarr store: uncompressed NIfTI/TIFF input is read a few slices at a time too
+    volume = _read(src, streamed=dst.suffix.lower() == ".zarr")
     _check_segmentable(volume)
     if len(volume.series) > 1:
         used = volume.series[0]

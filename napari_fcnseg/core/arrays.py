@@ -9,11 +9,23 @@ fitted on without reading every chunk. Nothing here imports dask or zarr.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .slices import slice_count, slice_index
+
+
+class LazyArray(Protocol):
+    """What segmentation needs of an image read on demand: shape, dtype and basic indexing."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    ndim: int
+    size: int
+
+    def __getitem__(self, index: Any) -> Any: ...
+
 
 #: Slices read to fit the intensity normalisation of a lazy image.
 SAMPLE_SLICES = 48

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arrays import as_image, sample_values
+from .arrays import LazyArray, as_image, sample_values
 
 CT_WINDOW = (-250.0, 350.0)
 PERCENTILES = (0.5, 99.5)
@@ -56,7 +56,7 @@ class Normalizer:
         return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
-def looks_like_ct(image: np.ndarray) -> bool:
+def looks_like_ct(image: np.ndarray | LazyArray) -> bool:
     """Return True when the values look like CT Hounsfield units.
 
     A signed or float image whose low end sits near air (-1000 HU) and whose high end stays
@@ -76,7 +76,7 @@ def _hu_range(lo: float, hi: float) -> bool:
     return bool(-1100 <= lo <= -500 and 0 < hi <= 4000)
 
 
-def fit_normalizer(image: np.ndarray, modality: str = "auto") -> Normalizer:
+def fit_normalizer(image: np.ndarray | LazyArray, modality: str = "auto") -> Normalizer:
     """Fit the intensity mapping for ``image``.
 
     Parameters

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .arrays import as_image, is_lazy, read_slice, write_slices
+from .arrays import LazyArray, as_image, is_lazy, read_slice, write_slices
 from .device import pick_device
 from .nets import SegmentationNet, fuse_for_inference, pad_to_multiple
 from .normalize import Normalizer, fit_normalizer
@@ -132,7 +132,7 @@ def _probabilities_tiled(
 
 def predict_iter(
     net: SegmentationNet,
-    image: np.ndarray,
+    image: np.ndarray | LazyArray,
     *,
     slices: Sequence[int] | None = None,
     modality: str = "auto",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_fcnseg.core.arrays import LazyArray
 from napari_fcnseg.core.atomic import atomic_write as core_atomic_write
 from napari_fcnseg.core.paths import OutputPathError, check_output_path
 
@@ -53,7 +54,8 @@ class Volume:
     ----------
     data : numpy.ndarray or array-like
         ``(Z, Y, X)`` for volumes, ``(Y, X)`` for 2D images; for zarr stores the zarr array
-        itself, read on demand.
+        itself, read on demand, and for large uncompressed NIfTI and TIFF files opened with
+        :func:`~napari_fcnseg.io.open_volume` a view that reads what it is indexed with.
     spacing : tuple of float
         Voxel size along each axis of ``data`` in millimetres (1.0 where unknown).
     path : Path
@@ -77,7 +79,7 @@ class Volume:
         Position of voxel 0 along each axis of ``data`` in millimetres, when known.
     """
 
-    data: np.ndarray
+    data: np.ndarray | LazyArray
     spacing: tuple[float, ...]
     path: Path
     format: str

@@ -17,7 +17,9 @@ from nibabel.arrayproxy import ArrayProxy
 from napari_fcnseg.io.base import ImageReadError, Volume, apply_rescale, check_size, full_suffix
 from napari_fcnseg.io.orientation import (
     IDENTITY_ORNT,
+    OrientedArray,
     clean_sizes,
+    display_geometry,
     from_display,
     to_display,
     usable_affine,
@@ -53,18 +55,9 @@ def _core_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
     return core
 
 
-def read_nifti(path: Path) -> Volume:
-    """Read a ``.nii`` / ``.nii.gz`` file into a :class:`Volume`.
-
-    Scaling (``scl_slope``/``scl_inter``) is applied; integer data stay integer when the
-    scaling allows it, otherwise the result is float32. Float data come out as float32.
-
-    Raises
-    ------
-    ImageReadError
-        Corrupt, truncated or oversized files, colour or complex data, 4D/5D series.
-    """
-    path = Path(path)
+def _checked_header(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...], tuple[int, ...],
+                                          ArrayProxy]:
+    """Open ``path`` and check its header: (image, stored shape, 2D/3D shape, data proxy)."""
     img = _load(path)
     hdr = img.header
     try:
@@ -85,6 +78,83 @@ def read_nifti(path: Path) -> Volume:
     else:
         available = max(size - offset, 0)
     check_size(path, shape, dtype.itemsize, available)
+    return img, shape, core, proxy
+
+
+def open_nifti_streamed(path: Path) -> Volume | None:
+    """Open an uncompressed 3D ``.nii`` file to be read slice by slice, as it is used.
+
+    The volume's data are an :class:`~napari_fcnseg.io.orientation.OrientedArray` in the
+    orientation :func:`read_nifti` gives, with the same voxel size, origin and geometry;
+    values are scaled (``scl_slope``/``scl_inter``) as they are read, to float32 unless the
+    scaling is trivial. Returns None for files that cannot be read in parts cheaply (``.nii.gz``)
+    or are 2D (small): read those with :func:`read_nifti`.
+
+    Raises
+    ------
+    ImageReadError
+        Where :func:`read_nifti` refuses the header.
+    """
+    path = Path(path)
+    if full_suffix(path) != ".nii":
+        return None
+    img, shape, core, proxy = _checked_header(path)
+    if len(core) != 3:
+        return None
+    hdr = img.header
+    dtype = np.dtype(hdr.get_data_dtype())
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    trivial = slope in (1.0, 0.0) or not np.isfinite(slope)  # as apply_rescale reads them
+    trivial = trivial and (inter == 0.0 or not np.isfinite(inter))
+    out_dtype: np.dtype
+    if dtype.kind == "b":
+        out_dtype = np.dtype(np.uint8)
+    elif dtype.kind in "iu" and trivial:
+        out_dtype = dtype
+    else:
+        out_dtype = np.dtype(np.float32)
+    unit = _UNIT_MM.get(hdr.get_xyzt_units()[0], 1.0)
+    zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
+    affine = usable_affine(img.affine, zooms)
+    ornt, spacing, origin = display_geometry(affine, core, unit)
+    extra = (0,) * (len(shape) - 3)  # trailing singleton axes of the stored shape
+    source = _Trailing(proxy, core, extra) if extra else proxy
+    geometry = {"nifti_header": hdr.copy(), "source_shape": shape, "is_2d": False, "ornt": ornt}
+    return Volume(
+        data=OrientedArray(source, ornt, out_dtype),
+        spacing=spacing,
+        path=path,
+        format="nifti",
+        affine=None if img.affine is None else np.array(img.affine, dtype=float),
+        header=geometry,
+        origin=origin,
+    )
+
+
+class _Trailing:
+    """A 3D view of a proxy stored with trailing singleton axes (x, y, z, 1, ...)."""
+
+    def __init__(self, proxy: ArrayProxy, core: tuple[int, ...], extra: tuple[int, ...]) -> None:
+        self._proxy, self.shape, self._extra = proxy, core, extra
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        return np.asarray(self._proxy[tuple(index) + self._extra])
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a ``.nii`` / ``.nii.gz`` file into a :class:`Volume`.
+
+    Scaling (``scl_slope``/``scl_inter``) is applied; integer data stay integer when the
+    scaling allows it, otherwise the result is float32. Float data come out as float32.
+
+    Raises
+    ------
+    ImageReadError
+        Corrupt, truncated or oversized files, colour or complex data, 4D/5D series.
+    """
+    path = Path(path)
+    img, shape, core, proxy = _checked_header(path)
+    hdr = img.header
     try:
         raw = np.asanyarray(proxy.get_unscaled())
         slope, inter = float(proxy.slope), float(proxy.inter)

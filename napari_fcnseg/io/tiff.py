@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from napari_fcnseg.io.base import ImageReadError, ImageWriteError, Volume, check_size
+from napari_fcnseg.io.orientation import OrientedArray
 
 # photometric interpretations that mean colour: RGB, CMYK, YCbCr, CIELab, ICCLab, ITULab
 _COLOUR = {2, 5, 6, 8, 9, 10}
@@ -238,6 +239,66 @@ def read_tiff(path: Path) -> Volume:
     path = Path(path)
     with _opened(path) as (tf, errors):
         return _read(tf, path, errors)
+
+
+def open_tiff_streamed(path: Path) -> Volume | None:
+    """Open an uncompressed, contiguous 3D TIFF stack to be read slice by slice, as it is used.
+
+    The pixels stay in the file behind an :class:`~napari_fcnseg.io.orientation.OrientedArray`
+    (same axes, voxel size and checks as :func:`read_tiff`); indexing reads only the slices it
+    needs. Returns None for files that must be decoded whole (compressed, tiled or scattered
+    pages, 1-bit) or are 2D: read those with :func:`read_tiff`.
+
+    Raises
+    ------
+    ImageReadError
+        Where :func:`read_tiff` refuses the file from its header.
+    """
+    path = Path(path)
+    with _opened(path) as (tf, _errors):
+        layout = _layout(tf, path)
+        series = tf.series[0]
+        page = series.keyframe
+        offset, dtype = series.dataoffset, np.dtype(series.dtype)
+        if len(layout.shape) != 3 or offset is None or int(page.compression) != 1:
+            return None
+        if dtype.kind == "b":
+            return None
+        if int(page.bitspersample) != 8 * dtype.itemsize or int(page.fillorder) != 1:
+            return None
+        stored = dtype.newbyteorder(tf.byteorder)
+        source = _ContiguousStack(path, int(offset), layout.shape, stored)
+    return Volume(data=OrientedArray(source, None, dtype), spacing=layout.spacing, path=path,
+                  format="tiff")
+
+
+class _ContiguousStack:
+    """A contiguous uncompressed ``(Z, Y, X)`` stack, read from its file a slab at a time.
+
+    Reads with plain file reads rather than a memory map: pages of a map stay resident (and
+    counted in the process's memory) after use, reads free their buffer.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._path, self._offset, self._dtype = path, offset, dtype
+        self.shape = shape
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        first, rest = index[0], tuple(index[1:])
+        n, plane = self.shape[0], int(np.prod(self.shape[1:]))
+        pick: int | slice
+        if isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            z0, z1, pick = start, max(start, stop), slice(None, None, step)
+        else:
+            z0, z1, pick = int(first), int(first) + 1, 0
+        with open(self._path, "rb") as fh:
+            fh.seek(self._offset + z0 * plane * self._dtype.itemsize)
+            block = np.fromfile(fh, self._dtype, count=(z1 - z0) * plane)
+        if block.size != (z1 - z0) * plane:
+            raise ImageReadError("the file is truncated: image data run past its end",
+                                 self._path)
+        return block.reshape((z1 - z0, *self.shape[1:]))[(pick, *rest)]
 
 
 def probe_tiff(path: Path) -> tuple[int, ...]:

@@ -38,6 +38,12 @@ READERS: dict[str, tuple[str, str]] = {
     "dicom": ("napari_fcnseg.io.dicom", "read_dicom"),
     "zarr": ("napari_fcnseg.io.zarr_io", "read_zarr"),
 }
+#: Readers that leave the pixels on disk, read as they are indexed; each returns None for a
+#: file it cannot read in parts (compressed, say), which :data:`READERS` then reads whole.
+STREAMED_READERS: dict[str, tuple[str, str]] = {
+    "tiff": ("napari_fcnseg.io.tiff", "open_tiff_streamed"),
+    "nifti": ("napari_fcnseg.io.nifti", "open_nifti_streamed"),
+}
 
 
 def _sniff(path: Path) -> str | None:
@@ -63,7 +69,8 @@ def detect_format(path: Path) -> str | None:
     return _BY_SUFFIX.get(full_suffix(path)) or _sniff(path)
 
 
-def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
+def read_volume(path: str | Path, series_uid: str | None = None, *,
+                streamed: bool = False) -> Volume:
     """Read a TIFF, NIfTI or DICOM image.
 
     Parameters
@@ -73,6 +80,10 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     series_uid : str, optional
         DICOM only: the SeriesInstanceUID to load (default: the series of the given file,
         or the series with the most slices when a folder is given).
+    streamed : bool
+        Leave the pixels on disk where the format allows (uncompressed 3D NIfTI and TIFF
+        stacks; zarr stores always): ``data`` is then read only as it is indexed, a few slices
+        at a time when segmenting, so the image may be larger than memory.
 
     Returns
     -------
@@ -94,9 +105,14 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
         if kind is None:
             wanted = ", ".join(SUPPORTED_SUFFIXES)
             raise ImageReadError(f"unsupported file type (expected {wanted} or DICOM)", path)
-        module, function = READERS[kind]
-        reader = getattr(importlib.import_module(module), function)
-        vol = reader(path, series_uid=series_uid) if kind == "dicom" else reader(path)
+        vol = None
+        if streamed and kind in STREAMED_READERS:
+            module, function = STREAMED_READERS[kind]
+            vol = getattr(importlib.import_module(module), function)(path)
+        if vol is None:
+            module, function = READERS[kind]
+            reader = getattr(importlib.import_module(module), function)
+            vol = reader(path, series_uid=series_uid) if kind == "dicom" else reader(path)
     except ImageReadError:
         raise
     except MemoryError as exc:
