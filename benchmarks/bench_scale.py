@@ -10,6 +10,8 @@ Usage::
 
     python benchmarks/bench_scale.py                       # 4 GiB: minutes on 2 cores
     python benchmarks/bench_scale.py --slices 64           # smoke run
+    python benchmarks/bench_scale.py --input nifti         # an uncompressed .nii in, streamed
+    python benchmarks/bench_scale.py --input tiff          # an uncompressed TIFF stack in
 """
 
 from __future__ import annotations
@@ -29,16 +31,41 @@ import numpy as np
 
 
 def make_volume(path: Path, slices: int, side: int) -> int:
-    """Write an int16 CT-like zarr volume slice by slice; return its size in bytes."""
-    import zarr
-
+    """Write an int16 CT-like volume slice by slice (zarr, .nii or .tif by suffix); its bytes."""
     from napari_fcnseg.core.phantoms import generate_volume
 
     pattern = generate_volume("CT", (16, side, side), 5).image
-    array = zarr.open_array(store=str(path), mode="w", shape=(slices, side, side),
-                            chunks=(1, side, side), dtype=np.int16)
-    for z in range(slices):
-        array[z] = pattern[z % len(pattern)]
+    shape = (slices, side, side)
+    if path.suffix == ".nii":  # header, then (x, y, z) in Fortran order: slice after slice
+        import nibabel as nib
+
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.int16)
+        header.set_data_shape((side, side, slices))
+        header.set_zooms((0.7, 0.7, 1.0))
+        header.set_qform(np.diag([-0.7, -0.7, 1.0, 1.0]), code=1)
+        header["vox_offset"] = 352
+        with open(path, "wb") as fh:
+            header.write_to(fh)
+            fh.write(b"\0" * (352 - fh.tell()))
+            for z in range(slices):
+                fh.write(pattern[z % len(pattern)][::-1, ::-1].astype("<i2").tobytes())
+    elif path.suffix == ".tif":
+        import tifffile
+
+        stack = tifffile.memmap(path, shape=shape, dtype=np.int16, imagej=True,
+                                metadata={"axes": "ZYX"})
+        for z in range(slices):
+            stack[z] = pattern[z % len(pattern)]
+        stack.flush()
+        del stack
+    else:
+        import zarr
+
+        array = zarr.open_array(store=str(path), mode="w", shape=shape,
+                                chunks=(1, side, side), dtype=np.int16)
+        for z in range(slices):
+            array[z] = pattern[z % len(pattern)]
     return slices * side * side * 2
 
 
@@ -64,14 +91,18 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=2048)
     parser.add_argument("--side", type=int, default=1024)
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--input", choices=("zarr", "nifti", "tiff"), default="zarr",
+                        help="format of the volume segmented (always into a zarr store)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(dir=args.work_dir, prefix="fcnseg-scale-"))
     try:
-        small, big = work / "small.zarr", work / "big.zarr"
+        suffix = {"zarr": ".zarr", "nifti": ".nii", "tiff": ".tif"}[args.input]
+        small, big = work / f"small{suffix}", work / f"big{suffix}"
         make_volume(small, 4, args.side)
         t = time.perf_counter()
         nbytes = make_volume(big, args.slices, args.side)
-        print(f"wrote {nbytes / 2**30:.2f} GiB int16 zarr in {time.perf_counter() - t:.0f} s",
+        print(f"wrote {nbytes / 2**30:.2f} GiB int16 {args.input} in "
+              f"{time.perf_counter() - t:.0f} s",
               file=sys.stderr, flush=True)
         s_small, rss_small = run_cli(small, work / "small_labels.zarr")
         s_big, rss_big = run_cli(big, work / "big_labels.zarr")
