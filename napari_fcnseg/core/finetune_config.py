@@ -58,6 +58,10 @@ class FinetuneSettings:
     freeze_norm_stats : bool
         Keep BatchNorm running statistics fixed (default); False lets them follow the
         annotated slices.
+    blend_start : float
+        After training, move every weight this fraction of the way back to where training
+        started (a weight-space ensemble of the starting and the fine-tuned model, as WiSE-FT,
+        Wortsman et al., CVPR 2022); 0 keeps the fine-tuned weights.
     seed : int
         Seed for sampling and augmentation.
     """
@@ -75,6 +79,7 @@ class FinetuneSettings:
     grad_clip: float = 5.0
     explode_factor: float = 20.0
     freeze_norm_stats: bool = True
+    blend_start: float = 0.0
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -105,6 +105,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
                                   random_fraction=settings.random_crop_fraction)
     multiple = getattr(model, "multiple", 32)
     last_good = copy.deepcopy(model.state_dict())
+    initial = copy.deepcopy(last_good)
     first_losses: list[float] = []
     done, stopped = 0, None
     model.train()
@@ -150,4 +151,16 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
                        batch_dice(logits.detach(), y, v))
     for p in model.parameters():
         p.requires_grad_(True)
+    if settings.blend_start > 0:
+        _blend(model, initial, settings.blend_start)
     return TrainOutcome(done, stopped)
+
+
+def _blend(model: SegmentationNet, initial: dict[str, torch.Tensor], fraction: float) -> None:
+    """Move the floating-point weights ``fraction`` of the way back to ``initial``, in place."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, value in state.items():
+            start = initial.get(key)
+            if start is not None and value.is_floating_point() and start.shape == value.shape:
+                value.lerp_(start.to(value.device), fraction)
