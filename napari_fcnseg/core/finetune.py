@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .arrays import LazyArray, as_image, read_slice
 from .device import pick_device
 from .finetune_config import (
     CORRECTION_LR,
@@ -45,7 +46,6 @@ from .holdout import Counts, kfold_iter, masked_counts, pooled_dice
 from .nets import SegmentationNet, head_bias, pad_to_multiple, replace_head
 from .normalize import Normalizer, fit_normalizer
 from .progress import Progress, run_to_completion
-from .slices import stack_slices
 from .training import train_iter
 
 
@@ -74,13 +74,15 @@ def annotated_slices(labels: np.ndarray, ignore_label: int | None = None) -> lis
     return [int(k) for k in np.flatnonzero(marked.any(axis=1))]
 
 
-def _check_inputs(image: np.ndarray, labels: np.ndarray, slices: Sequence[int] | None,
-                  ignore_label: int | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    image, labels = np.asarray(image), np.asarray(labels)
+def _check_inputs(image: np.ndarray | LazyArray, labels: np.ndarray,
+                  slices: Sequence[int] | None, ignore_label: int | None
+                  ) -> tuple[np.ndarray | LazyArray, np.ndarray, list[int]]:
+    image, labels = as_image(image), np.asarray(labels)  # a lazy image stays on disk
     if image.ndim < 2:
         raise ValueError("the image must be 2D or a stack of slices")
-    if image.shape != labels.shape:
-        raise ValueError(f"image shape {image.shape} and labels shape {labels.shape} differ")
+    if tuple(image.shape) != labels.shape:
+        raise ValueError(f"image shape {tuple(image.shape)} and labels shape {labels.shape} "
+                         "differ")
     if labels.dtype.kind not in "iub":
         raise ValueError(f"labels must be integers, not {labels.dtype}")
     if labels.size and labels.min() < 0:
@@ -124,11 +126,19 @@ def _class_names(top: int, net: SegmentationNet, class_names: Sequence[str] | No
 
 
 def _training_arrays(image, labels, slices, context, norm: Normalizer, ignore_label):
-    """Normalised 2.5D inputs, targets and annotated-pixel masks (kept on the CPU)."""
+    """Normalised 2.5D inputs, targets and annotated-pixel masks (kept on the CPU).
+
+    Only the annotated slices and their neighbours are read, so the image may be lazy.
+    """
     h, w = image.shape[-2:]
-    volumes = image.reshape(-1, *image.shape[-3:]) if image.ndim >= 3 else image[None, None]
-    nz = volumes.shape[1]
-    xs = np.stack([norm(stack_slices(volumes[k // nz], [k % nz], context)[0]) for k in slices])
+    nz = image.shape[-3] if image.ndim >= 3 else 1
+
+    def neighbours(k: int) -> np.ndarray:  # as stack_slices: edges repeat the end slice
+        v, z = divmod(k, nz)
+        rows = np.clip(z + np.arange(-context, context + 1), 0, nz - 1)
+        return np.stack([read_slice(image, v * nz + int(r)) for r in rows]).astype(np.float32)
+
+    xs = np.stack([norm(neighbours(k)) for k in slices])
     ys = labels.reshape(-1, h, w)[slices].astype(np.int64)
     if ignore_label is None:
         valid = np.ones(ys.shape, bool)
@@ -171,7 +181,7 @@ def _adapt_head(model: SegmentationNet, names: list[str], kept: dict[int, int]) 
 
 def finetune_iter(
     net: SegmentationNet,
-    image: np.ndarray,
+    image: np.ndarray | LazyArray,
     labels: np.ndarray,
     *,
     slices: Sequence[int] | None = None,
@@ -188,8 +198,9 @@ def finetune_iter(
     ----------
     net : SegmentationNet
         Starting network (from the model store); never modified.
-    image : numpy.ndarray
-        (Y, X), (Z, Y, X) or (..., Z, Y, X) image.
+    image : numpy.ndarray or array-like
+        (Y, X), (Z, Y, X) or (..., Z, Y, X) image; a lazy one (dask, zarr) is read only where
+        the annotated slices and their neighbours are.
     labels : numpy.ndarray
         Integer labels of the same shape (0 = background).
     slices : sequence of int, optional

@@ -71,6 +71,17 @@ def image_layers(viewer: napari.Viewer) -> list[Image]:
     return [layer for layer in viewer.layers if isinstance(layer, Image)]
 
 
+def image_array(layer: Image) -> Any:
+    """The pixels of an image layer to segment or learn from.
+
+    A multiscale image gives its full-resolution level (the labels are drawn at that
+    resolution); data read on demand (dask, zarr) stay lazy, the rest is a numpy array.
+    """
+    from napari_fcnseg.core.arrays import as_image
+
+    return as_image(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
+
+
 def validate_image_layer(layer: Any) -> str | None:
     """Return why ``layer`` cannot be segmented, in plain words, or None when it can.
 
@@ -89,9 +100,7 @@ def validate_image_layer(layer: Any) -> str | None:
     if getattr(layer, "rgb", False):
         return (f"'{layer.name}' is a colour (RGB/RGBA) image; the network segments "
                 "grayscale CT/MR images only.")
-    if getattr(layer, "multiscale", False):
-        return f"'{layer.name}' is a multiscale image, which cannot be segmented yet."
-    data = layer.data
+    data = image_array(layer)
     shape = tuple(getattr(data, "shape", ()))
     if len(shape) < 2 or int(np.prod(shape)) == 0:
         return f"'{layer.name}' holds no image data (shape {shape})."

@@ -15,7 +15,7 @@ from napari_fcnseg.core.review import ReviewState
 from napari_fcnseg.core.slices import slice_index
 from napari_fcnseg.layer_keys import MODALITY_KEY
 
-from ._common import notify_info, validate_image_layer
+from ._common import image_array, notify_info, validate_image_layer
 from ._finetune_form import parse_class_names
 from ._slice_review import FinetuneError
 from ._strokes import StrokeTracker, strokes_only
@@ -154,7 +154,7 @@ def prepare_round(store: ModelStore, image: Image, labels: Labels, slices: list[
     if strokes is not None:
         data, ignore = strokes_only(data, slices, strokes, set(state.reviewed)
                                     if state else set())
-    return {"image": np.asarray(image.data), "labels": data, "ignore_label": ignore,
+    return {"image": image_array(image), "labels": data, "ignore_label": ignore,
             "slices": slices, "class_names": names, "settings": settings,
             "modality": str(image.metadata.get(MODALITY_KEY, "auto")),
             "base": base, "name": name, "image_name": image.name}

@@ -31,6 +31,7 @@ from napari_fcnseg.layer_keys import MODALITY_KEY, PROBABILITY_KEY
 from ._common import (
     current_slice,
     find_labels_layer,
+    image_array,
     image_layers,
     is_alive,
     layer_named,
@@ -292,7 +293,7 @@ class SegmentWidget(QWidget):
                    "overwrite": self.overwrite_check.isChecked()}
         version = self._models_version
         future = self.job.start(
-            predict_work, self.session.store, name, self._models.get(name), image.data,
+            predict_work, self.session.store, name, self._models.get(name), image_array(image),
             slices, modality,
             self.probability_check.isChecked(), self.device_combo.currentText(),
             self.batch_size, self.uncertainty_check.isChecked(),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ._common import notify_error
+from ._common import image_array, notify_error
 
 if TYPE_CHECKING:
     import napari
@@ -39,7 +39,7 @@ def _not_ct(layer) -> str | None:
     if modality:
         return (f"'{layer.name}' is {modality}, not CT: CT windows are in Hounsfield units and "
                 "mean nothing for it. Adjust its contrast in the layer controls instead.")
-    data = layer.data
+    data = image_array(layer)
     sample = np.asarray(data[tuple(slice(None, None, max(1, n // 64)) for n in data.shape)])
     if not looks_like_ct(sample):
         return (f"'{layer.name}' does not look like a CT in Hounsfield units (its values do "

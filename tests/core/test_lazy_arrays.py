@@ -118,3 +118,22 @@ def test_volumes_and_edits_of_lazy_labels_are_counted_one_slice_at_a_time():
     labels[4, 0, 0] = 1
     assert edited_slices(lazy, state) == [4]
     assert max(lazy.reads) == 16 * 16
+
+
+def test_finetuning_reads_only_the_annotated_slices_of_a_lazy_image(net, ct):
+    from napari_fcnseg.core.finetune import FinetuneSettings, finetune
+
+    ph = generate_volume("CT", (200, 32, 32), 11)
+    labels = np.zeros_like(ph.labels)
+    labels[100] = ph.labels[100]
+    settings = FinetuneSettings(steps=3, crop=32, holdout_folds=0)
+    lazy = CountingArray(ph.image)
+    from_disk = finetune(net, lazy, labels, slices=[100], settings=settings, device="cpu")
+    in_memory = finetune(net, ph.image, labels, slices=[100], settings=settings, device="cpu")
+    assert max(lazy.reads) == 32 * 32  # slice by slice
+    # the intensity fit samples at most 48 slices (twice: CT check, then the fit), training
+    # reads the annotated slice and its two neighbours: never the whole volume
+    assert len(lazy.reads) <= 2 * 48 + 3 < 200
+    for (name, a), b in zip(from_disk.net.state_dict().items(),
+                            in_memory.net.state_dict().values(), strict=True):
+        assert torch.allclose(a, b), name  # CT: the same fixed window, the same training

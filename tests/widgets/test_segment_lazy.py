@@ -64,3 +64,15 @@ def test_probability_layers_are_refused_for_an_image_read_on_demand(qtbot, lazy_
     future = _segment(qtbot, widget, lazy)
     assert future.exception() is not None and "in memory" in str(future.exception())
     assert "ct labels" not in [layer.name for layer in viewer.layers]
+
+
+def test_a_multiscale_image_is_segmented_at_full_resolution(qtbot, lazy_setup):
+    viewer, widget, _, image = lazy_setup
+    pyramid = viewer.add_image([image, image[:, ::2, ::2]], multiscale=True, name="pyramid",
+                               scale=viewer.layers["ct"].scale)
+    future = _segment(qtbot, widget, pyramid)
+    assert future.exception() is None and future.result() == list(range(len(image)))
+    labels = viewer.layers["pyramid labels"]
+    _segment(qtbot, widget, viewer.layers["ct in memory"])
+    assert labels.data.shape == image.shape
+    assert np.array_equal(np.asarray(labels.data), viewer.layers["ct in memory labels"].data)
