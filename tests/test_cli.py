@@ -53,6 +53,24 @@ def test_predict_with_the_bundled_model_finds_the_organ(tmp_path, capsys, monkey
     assert code == 0 and organ["dice"] > 0.8
 
 
+def test_predict_int8_agrees_with_float32_on_the_bundled_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NAPARI_FCNSEG_MODEL_DIR", str(tmp_path / "empty-store"))
+    ph = generate_volume("MR", (6, 256, 256), 100_008)  # a held-out seed
+    img = tmp_path / "mr.tif"
+    tifffile.imwrite(img, ph.image, photometric="minisblack")
+    assert run(capsys, "predict", str(img), str(tmp_path / "fp32.tif"))[0] == 0
+    code, _, err = run(capsys, "predict", str(img), str(tmp_path / "int8.tif"), "--int8")
+    assert code == 0 and "calibrating int8" in err
+    fp32, int8 = tifffile.imread(tmp_path / "fp32.tif"), tifffile.imread(tmp_path / "int8.tif")
+    assert (fp32 == int8).mean() > 0.995 and (int8 == 1).sum() > 0.9 * (fp32 == 1).sum()
+    code, _, err = run(capsys, "predict", str(img), str(tmp_path / "x.tif"), "--int8",
+                       "--device", "cuda")
+    assert code != 0 and "CPU only" in err and not (tmp_path / "x.tif").exists()
+    code, _, err = run(capsys, "predict", str(img), str(tmp_path / "y.tif"), "--int8",
+                       "--model", "fcn")
+    assert code != 0 and "U-Net models only" in err and not (tmp_path / "y.tif").exists()
+
+
 def test_evaluate_reports_dice_counts_and_volumes(case, tmp_path, capsys):
     _, ref, ph = case
     pred = ph.labels.copy()

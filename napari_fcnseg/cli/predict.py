@@ -45,9 +45,10 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     from ..cohort import case_modality
 
     modality = case_modality(args.modality, volume)
+    net = _int8_network(model, volume, modality, args) if args.int8 else model.net
     if dst.suffix.lower() == ".zarr":
-        return _predict_into_zarr(model, volume, dst, modality, args, position)
-    work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
+        return _predict_into_zarr(net, volume, dst, modality, args, position, model)
+    work = predict_iter(net, volume.data, modality=modality, device=args.device,
                         batch_size=args.batch_size,
                         probabilities="uint8" if args.probabilities else None)
     result = _drive(work, f"segmenting {src.name}", position)
@@ -65,7 +66,22 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
             raise
 
 
-def _predict_into_zarr(model, volume, dst: Path, modality: str, args, position: int) -> None:
+def _int8_network(model, volume, modality: str, args):
+    """The model's network in int8 for the CPU, calibrated on slices of ``volume``."""
+    from ..core.quantize import quantize_for_image
+
+    if args.device not in (None, "auto", "cpu"):
+        raise CliError(f"--int8 runs on the CPU only; leave out --device {args.device}")
+    if model.net.config.arch != "unet":
+        raise CliError(f"--int8 keeps the Dice of U-Net models only; '{model.metadata.get('name')}'"
+                       f" is a {model.net.config.arch} model (BENCHMARKS.md, int8)")
+    print(f"calibrating int8 on slices of {volume.path.name}...", file=sys.stderr, flush=True)
+    args.device = "cpu"
+    return quantize_for_image(model.net, volume.data, modality=modality)
+
+
+def _predict_into_zarr(net, volume, dst: Path, modality: str, args, position: int,
+                       model) -> None:
     """Segment straight into an OME-Zarr labels store: memory stays a few slices deep."""
     from ..core.predict import predict_iter
     from ..io.zarr_io import ZarrLabelsWriter
@@ -75,7 +91,7 @@ def _predict_into_zarr(model, volume, dst: Path, modality: str, args, position: 
     writer = ZarrLabelsWriter(dst, tuple(volume.data.shape), volume.spacing,
                               list(model.class_names))
     try:
-        work = predict_iter(model.net, volume.data, modality=modality, device=args.device,
+        work = predict_iter(net, volume.data, modality=modality, device=args.device,
                             batch_size=args.batch_size, out=writer.array)
         _drive(work, f"segmenting {volume.path.name}", position)
         writer.commit()
@@ -143,6 +159,8 @@ def cmd_predict(args) -> int:
         return 0
     if args.probabilities:
         raise CliError("--probabilities works with a single input image, not a folder")
+    if args.int8:
+        raise CliError("--int8 works with a single input image, not a folder")
     return _predict_cohort(model, cases, dst, args)
 
 
