@@ -34,6 +34,7 @@ class CaseOptions:
     device: str | None = None
     batch_size: int | None = None
     threads: int | None = None
+    precision: str = "float32"
 
 
 def unsegmentable(volume: Volume) -> str | None:
@@ -100,7 +101,8 @@ def segment_case(payload: dict[str, Any], src: str, dst: str, options: CaseOptio
             return "skipped", problem
         work = predict_iter(_network(payload), volume.data,
                             modality=case_modality(options.modality, volume),
-                            device=options.device, batch_size=options.batch_size)
+                            device=options.device, batch_size=options.batch_size,
+                            precision=options.precision)
         result = run_to_completion(work, progress)
         written = write_labels(dst, result.labels, like=volume, class_names=payload["classes"],
                                model_name=payload["name"], software_version=__version__)

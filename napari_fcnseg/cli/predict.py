@@ -49,7 +49,7 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     if dst.suffix.lower() == ".zarr":
         return _predict_into_zarr(net, volume, dst, modality, args, position, model)
     work = predict_iter(net, volume.data, modality=modality, device=args.device,
-                        batch_size=args.batch_size,
+                        batch_size=args.batch_size, precision=args.precision,
                         probabilities="uint8" if args.probabilities else None)
     result = _drive(work, f"segmenting {src.name}", position)
     from .. import __version__
@@ -92,7 +92,8 @@ def _predict_into_zarr(net, volume, dst: Path, modality: str, args, position: in
                               list(model.class_names))
     try:
         work = predict_iter(net, volume.data, modality=modality, device=args.device,
-                            batch_size=args.batch_size, out=writer.array)
+                            batch_size=args.batch_size, out=writer.array,
+                            precision=args.precision)
         _drive(work, f"segmenting {volume.path.name}", position)
         writer.commit()
     except BaseException:
@@ -187,7 +188,8 @@ def _predict_cohort(model, cases: list[Path], dst: Path, args) -> int:
     payload = model_payload(model)
     distributed = args.workers is not None or args.scheduler is not None
     options = CaseOptions(args.modality, args.device, args.batch_size,
-                          threads_per_worker(args.workers or 1) if distributed else None)
+                          threads_per_worker(args.workers or 1) if distributed else None,
+                          args.precision)
     outer = tqdm(total=len(jobs), desc="cases", unit="case", file=sys.stderr,
                  dynamic_ncols=True)
 

@@ -8,6 +8,7 @@ overlapping tiles blended with a smooth weight, so a 4096 x 4096 slice does not 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,20 @@ def prepare_for_inference(net: SegmentationNet, device: torch.device) -> Segment
     return fast
 
 
+#: Network arithmetic for :func:`predict_iter`'s ``precision``: None runs in float32.
+AUTOCAST: dict[str, torch.dtype | None] = {
+    "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16,
+}
+
+
+def _autocast(device: torch.device, precision: str):
+    """A context running the network in ``precision`` (a no-op for float32)."""
+    dtype = AUTOCAST[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     if length <= tile:
         return [0]
@@ -144,6 +159,7 @@ def predict_iter(
     uncertainty: bool = False,
     device: str | torch.device | None = None,
     out=None,
+    precision: str = "float32",
 ) -> Generator[Progress, None, Prediction]:
     """Segment ``image`` slice by slice, yielding progress after every batch.
 
@@ -179,6 +195,9 @@ def predict_iter(
         A uint8 array of the image's shape to write the labels into (a zarr array for an
         image larger than memory); default a new numpy array. Slices not predicted are left
         as they are.
+    precision : {"float32", "float16", "bfloat16"}
+        Arithmetic of the network: float16/bfloat16 run it under :func:`torch.autocast`
+        (meant for GPUs; logits are compared in float32 either way).
 
     Yields
     ------
@@ -210,6 +229,8 @@ def predict_iter(
     if any(s < 0 or s >= n_vol * nz for s in chosen):
         raise ValueError(f"slice indices must lie in 0..{n_vol * nz - 1}")
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    if precision not in AUTOCAST:
+        raise ValueError(f"precision must be one of {', '.join(AUTOCAST)}, not {precision!r}")
     fast = prepare_for_inference(net, dev)
     multiple = getattr(net, "multiple", 32)
     context = net.config.context
@@ -237,11 +258,17 @@ def predict_iter(
             for z in np.unique(rows):
                 if (v, z) not in normed:
                     normed[(v, z)] = norm(read_slice(image, v * nz + int(z)))
-            x = torch.from_numpy(np.stack([[normed[(v, z)] for z in r] for r in rows])).to(dev)
-            if tiled:
-                p = _probabilities_tiled(fast, x, multiple, tile_size, tile_overlap)
+            x = torch.from_numpy(np.stack([[normed[(v, z)] for z in r] for r in rows]))
+            if dev.type == "cuda":  # page-locked: the copy overlaps the previous batch's work
+                x = x.pin_memory().to(dev, non_blocking=True)
             else:
-                p = _run_net(fast, x, multiple)
+                x = x.to(dev)
+            with _autocast(dev, precision):
+                if tiled:
+                    p = _probabilities_tiled(fast, x, multiple, tile_size, tile_overlap)
+                else:
+                    p = _run_net(fast, x, multiple)
+            if not tiled:
                 if probs_out is not None or uncertainty:
                     p = p.softmax(dim=1)
                 p = p.cpu()

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from napari_fcnseg.core import predict as predict_mod
+from napari_fcnseg.core.phantoms import generate_volume
 from napari_fcnseg.core.predict import predict, predict_iter
 from napari_fcnseg.core.progress import Progress
 
@@ -95,3 +96,17 @@ def test_model_in_training_mode_is_not_changed(tiny_net):
     assert tiny_net.training
     for k, v in tiny_net.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_reduced_precision_runs_the_network_under_autocast_and_keeps_the_labels():
+    from napari_fcnseg.core.store import ModelStore
+
+    net = ModelStore().load("bundled").net
+    ph = generate_volume("CT", (3, 256, 256), 100_007)  # a held-out seed
+    full = predict(net, ph.image, device="cpu", probabilities="uint8")
+    half = predict(net, ph.image, device="cpu", probabilities="uint8", precision="bfloat16")
+    assert half.labels.dtype == np.uint8 and half.labels.shape == full.labels.shape
+    assert (half.labels == full.labels).mean() > 0.98 and (half.labels == 1).any()
+    assert not np.array_equal(half.probabilities, full.probabilities)  # it did run in bf16
+    with pytest.raises(ValueError, match="precision"):
+        predict(net, ph.image, device="cpu", precision="int4")
