@@ -50,15 +50,14 @@ def make_volume(path: Path, slices: int, side: int) -> int:
             fh.write(b"\0" * (352 - fh.tell()))
             for z in range(slices):
                 fh.write(pattern[z % len(pattern)][::-1, ::-1].astype("<i2").tobytes())
-    elif path.suffix == ".tif":
+    elif path.suffix == ".tif":  # one contiguous uncompressed series, written page by page
         import tifffile
 
-        stack = tifffile.memmap(path, shape=shape, dtype=np.int16, imagej=True,
-                                metadata={"axes": "ZYX"})
-        for z in range(slices):
-            stack[z] = pattern[z % len(pattern)]
-        stack.flush()
-        del stack
+        # not through a memory map: its pages would stay in this process's RSS, and a child
+        # started by fork reports the parent's peak as its own (ru_maxrss survives exec)
+        with tifffile.TiffWriter(path) as tif:
+            for z in range(slices):
+                tif.write(pattern[z % len(pattern)], contiguous=True)
     else:
         import zarr
 
