@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -94,40 +96,28 @@ def class_volumes(labels: np.ndarray, spacing: tuple[float, ...] | None = None,
 
     from .arrays import is_lazy
 
-    if is_lazy(labels):
-        return _streamed_volumes(labels, spacing, names)
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iub":
+    if np.dtype(labels.dtype).kind not in "iub":
         raise ValueError(f"labels must be integers, not {labels.dtype}")
-    values = np.unique(labels)
-    present = [int(v) for v in values if v > 0]
-    wanted = sorted(set(present) | set(range(1, len(names or []))))
-    voxel_ml = None
-    if spacing is not None:
-        voxel_ml = float(np.prod(np.asarray(spacing, float)[-labels.ndim:])) / 1000.0
+    if is_lazy(labels):  # one slice in memory at a time; parts need the whole volume
+        return _volume_rows(_streamed_counts(labels), None, spacing, len(labels.shape), names)
+    labels = np.asarray(labels)
+    values, found = np.unique(labels, return_counts=True)
+    counts = np.zeros(int(values.max(initial=0)) + 1, np.int64)
+    counts[values[values > 0]] = found[values > 0]
     structure = ndimage.generate_binary_structure(labels.ndim, 2)
-    objects = ndimage.find_objects(labels.astype(np.int64, copy=False)) if present else []
-    rows = []
-    for v in wanted:
-        box = objects[v - 1] if v - 1 < len(objects) else None
-        mask = labels[box] == v if box is not None else np.zeros((0,), bool)
-        voxels = int(np.count_nonzero(mask))
-        parts = int(ndimage.label(mask, structure)[1]) if voxels else 0
-        name = names[v] if names and v < len(names) else f"class {v}"
-        rows.append({"value": v, "name": name, "voxels": voxels,
-                     "ml": None if voxel_ml is None else round(voxels * voxel_ml, 3),
-                     "components": parts})
-    return rows
+    objects = ndimage.find_objects(labels.astype(np.int64, copy=False)) if counts.any() else []
+
+    def parts(v: int) -> int:
+        return int(ndimage.label(labels[objects[v - 1]] == v, structure)[1])
+
+    return _volume_rows(counts, parts, spacing, labels.ndim, names)
 
 
-def _streamed_volumes(labels, spacing: tuple[float, ...] | None,
-                      names: list[str] | None) -> list[dict]:
-    """:func:`class_volumes` of a dask or zarr array, one slice in memory at a time."""
+def _streamed_counts(labels) -> np.ndarray:
+    """Voxels per label value of a dask or zarr array, read one slice at a time."""
     from .arrays import read_slice
     from .slices import slice_count
 
-    if np.dtype(labels.dtype).kind not in "iub":
-        raise ValueError(f"labels must be integers, not {labels.dtype}")
     counts = np.zeros(0, np.int64)
     for k in range(slice_count(tuple(labels.shape))):
         plane = read_slice(labels, k).astype(np.int64, copy=False).ravel()
@@ -137,16 +127,25 @@ def _streamed_volumes(labels, spacing: tuple[float, ...] | None,
         if found.size > counts.size:
             counts = np.pad(counts, (0, found.size - counts.size))
         counts[: found.size] += found
+    return counts
+
+
+def _volume_rows(counts: np.ndarray, parts: Callable[[int], int] | None,
+                 spacing: tuple[float, ...] | None, ndim: int,
+                 names: list[str] | None) -> list[dict]:
+    """The rows of :func:`class_volumes` from the voxel count of each label value.
+
+    ``parts(value)`` counts the connected parts of a value that is present; None: not counted.
+    """
     present = [v for v in range(1, counts.size) if counts[v]]
-    wanted = sorted(set(present) | set(range(1, len(names or []))))
     voxel_ml = None
     if spacing is not None:
-        voxel_ml = float(np.prod(np.asarray(spacing, float)[-len(labels.shape):])) / 1000.0
+        voxel_ml = float(np.prod(np.asarray(spacing, float)[-ndim:])) / 1000.0
     rows = []
-    for v in wanted:
+    for v in sorted(set(present) | set(range(1, len(names or [])))):
         voxels = int(counts[v]) if v < counts.size else 0
-        name = names[v] if names and v < len(names) else f"class {v}"
-        rows.append({"value": v, "name": name, "voxels": voxels,
+        rows.append({"value": v, "name": names[v] if names and v < len(names) else f"class {v}",
+                     "voxels": voxels,
                      "ml": None if voxel_ml is None else round(voxels * voxel_ml, 3),
-                     "components": None})
+                     "components": None if parts is None else parts(v) if voxels else 0})
     return rows
