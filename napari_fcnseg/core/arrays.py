@@ -53,6 +53,20 @@ def read_slice(image: Any, k: int) -> np.ndarray:
     return np.asarray(part)
 
 
+def read_with_context(image: Any, k: int, context: int) -> np.ndarray:
+    """Flat slice ``k`` and ``context`` neighbours each side as a float32 (2c+1, H, W) stack.
+
+    Neighbours come from the same volume of a (..., Z, Y, X) image; at its ends the first or
+    last slice repeats (as :func:`~napari_fcnseg.core.slices.stack_slices` does). Only those
+    slices are read, so ``image`` may be lazy.
+    """
+    shape = tuple(image.shape)
+    nz = shape[-3] if len(shape) >= 3 else 1
+    v, z = divmod(k, nz)
+    rows = np.clip(z + np.arange(-context, context + 1), 0, nz - 1)
+    return np.stack([read_slice(image, v * nz + int(r)) for r in rows]).astype(np.float32)
+
+
 def write_slices(out: Any, first: int, block: np.ndarray) -> None:
     """Write consecutive 2D slices ``block`` (B, Y, X) into ``out`` from flat slice ``first``."""
     for i, plane in enumerate(block):

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .arrays import LazyArray, as_image, read_slice
+from .arrays import LazyArray, as_image, read_with_context
 from .device import pick_device
 from .finetune_config import (
     CORRECTION_LR,
@@ -131,14 +131,7 @@ def _training_arrays(image, labels, slices, context, norm: Normalizer, ignore_la
     Only the annotated slices and their neighbours are read, so the image may be lazy.
     """
     h, w = image.shape[-2:]
-    nz = image.shape[-3] if image.ndim >= 3 else 1
-
-    def neighbours(k: int) -> np.ndarray:  # as stack_slices: edges repeat the end slice
-        v, z = divmod(k, nz)
-        rows = np.clip(z + np.arange(-context, context + 1), 0, nz - 1)
-        return np.stack([read_slice(image, v * nz + int(r)) for r in rows]).astype(np.float32)
-
-    xs = np.stack([norm(neighbours(k)) for k in slices])
+    xs = np.stack([norm(read_with_context(image, k, context)) for k in slices])
     ys = labels.reshape(-1, h, w)[slices].astype(np.int64)
     if ignore_label is None:
         valid = np.ones(ys.shape, bool)

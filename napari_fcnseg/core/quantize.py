@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .arrays import as_image, read_slice
+from .arrays import as_image, read_with_context
 from .nets import SegmentationNet, pad_to_multiple
 from .normalize import Normalizer, fit_normalizer
 from .slices import slice_count
@@ -292,7 +292,6 @@ def calibration_batches(
     if len(shape) < 2:
         raise ValueError(f"expected a 2D image or a stack of slices, got {len(shape)}D")
     norm = normalizer or fit_normalizer(image, modality)
-    nz = shape[-3] if len(shape) >= 3 else 1
     total = slice_count(shape)
     if slices is None:
         chosen = sorted({int(k) for k in np.linspace(0, total - 1, max(1, min(count, total)))})
@@ -302,13 +301,9 @@ def calibration_batches(
         raise ValueError(f"calibration slices must be a non-empty subset of 0..{total - 1}")
     context = net.config.context
     multiple = int(getattr(net, "multiple", 32))
-    offsets = np.arange(-context, context + 1)
     for start in range(0, len(chosen), max(1, batch_size)):
-        rows = []
-        for k in chosen[start:start + max(1, batch_size)]:
-            v, z = divmod(k, nz)
-            neighbours = np.clip(z + offsets, 0, nz - 1)
-            rows.append(np.stack([norm(read_slice(image, v * nz + int(n))) for n in neighbours]))
+        rows = [norm(read_with_context(image, k, context))
+                for k in chosen[start:start + max(1, batch_size)]]
         x, _ = pad_to_multiple(torch.from_numpy(np.stack(rows)), multiple)
         yield x.contiguous(memory_format=torch.channels_last)
 
