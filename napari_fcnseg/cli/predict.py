@@ -45,10 +45,11 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     from ..cohort import case_modality
 
     modality = case_modality(args.modality, volume)
-    net = _int8_network(model, volume, modality, args) if args.int8 else model.net
+    net, device = (_int8_network(model, volume, modality, args.device) if args.int8
+                   else (model.net, args.device))
     if dst.suffix.lower() == ".zarr":
-        return _predict_into_zarr(net, volume, dst, modality, args, position, model)
-    work = predict_iter(net, volume.data, modality=modality, device=args.device,
+        return _predict_into_zarr(net, device, volume, dst, modality, args, position, model)
+    work = predict_iter(net, volume.data, modality=modality, device=device,
                         batch_size=args.batch_size, precision=args.precision,
                         probabilities="uint8" if args.probabilities else None)
     result = _drive(work, f"segmenting {src.name}", position)
@@ -66,22 +67,21 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
             raise
 
 
-def _int8_network(model, volume, modality: str, args):
-    """The model's network in int8 for the CPU, calibrated on slices of ``volume``."""
+def _int8_network(model, volume, modality: str, device: str | None):
+    """(network in int8 calibrated on slices of ``volume``, "cpu"), or a CliError."""
     from ..core.quantize import quantize_for_image
 
-    if args.device not in (None, "auto", "cpu"):
-        raise CliError(f"--int8 runs on the CPU only; leave out --device {args.device}")
+    if device not in (None, "auto", "cpu"):
+        raise CliError(f"--int8 runs on the CPU only; leave out --device {device}")
     if model.net.config.arch != "unet":
         raise CliError(f"--int8 keeps the Dice of U-Net models only; '{model.metadata.get('name')}'"
                        f" is a {model.net.config.arch} model (BENCHMARKS.md, int8)")
     print(f"calibrating int8 on slices of {volume.path.name}...", file=sys.stderr, flush=True)
-    args.device = "cpu"
-    return quantize_for_image(model.net, volume.data, modality=modality)
+    return quantize_for_image(model.net, volume.data, modality=modality), "cpu"
 
 
-def _predict_into_zarr(net, volume, dst: Path, modality: str, args, position: int,
-                       model) -> None:
+def _predict_into_zarr(net, device: str | None, volume, dst: Path, modality: str, args,
+                       position: int, model) -> None:
     """Segment straight into an OME-Zarr labels store: memory stays a few slices deep."""
     from ..core.predict import predict_iter
     from ..io.zarr_io import ZarrLabelsWriter
@@ -91,7 +91,7 @@ def _predict_into_zarr(net, volume, dst: Path, modality: str, args, position: in
     writer = ZarrLabelsWriter(dst, tuple(volume.data.shape), volume.spacing,
                               list(model.class_names))
     try:
-        work = predict_iter(net, volume.data, modality=modality, device=args.device,
+        work = predict_iter(net, volume.data, modality=modality, device=device,
                             batch_size=args.batch_size, out=writer.array,
                             precision=args.precision)
         _drive(work, f"segmenting {volume.path.name}", position)

@@ -105,7 +105,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
                                   random_fraction=settings.random_crop_fraction)
     multiple = getattr(model, "multiple", 32)
     last_good = copy.deepcopy(model.state_dict())
-    initial = copy.deepcopy(last_good)
+    initial = copy.deepcopy(last_good) if settings.blend_start > 0 else {}
     first_losses: list[float] = []
     done, stopped = 0, None
     model.train()
@@ -151,7 +151,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
                        batch_dice(logits.detach(), y, v))
     for p in model.parameters():
         p.requires_grad_(True)
-    if settings.blend_start > 0:
+    if initial:
         _blend(model, initial, settings.blend_start)
     return TrainOutcome(done, stopped)
 
