@@ -127,6 +127,15 @@ def check_size(path: Path, shape: tuple[int, ...], itemsize: int, available: int
         )
 
 
+def clean_scaling(slope: float, intercept: float) -> tuple[float, float]:
+    """Slope and intercept as they apply: a missing (non-finite or zero) slope is 1.
+
+    A missing (non-finite) intercept is 0.
+    """
+    slope = float(slope) if np.isfinite(slope) and slope != 0 else 1.0
+    return slope, float(intercept) if np.isfinite(intercept) else 0.0
+
+
 def apply_rescale(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     """Apply ``raw * slope + intercept`` without needless promotion.
 
@@ -134,8 +143,7 @@ def apply_rescale(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray
     result fits the source dtype or int16 (so CT stored as uint16 with intercept -1024 comes
     out as int16 HU); otherwise the result is float32. Float input comes out as float32.
     """
-    slope = float(slope) if np.isfinite(slope) and slope != 0 else 1.0
-    intercept = float(intercept) if np.isfinite(intercept) else 0.0
+    slope, intercept = clean_scaling(slope, intercept)
     if raw.dtype.kind == "b":
         raw = raw.astype(np.uint8)
     trivial = slope == 1.0 and intercept == 0.0

@@ -14,7 +14,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
-from napari_fcnseg.io.base import ImageReadError, Volume, apply_rescale, check_size, full_suffix
+from napari_fcnseg.io.base import (
+    ImageReadError,
+    Volume,
+    apply_rescale,
+    check_size,
+    clean_scaling,
+    full_suffix,
+)
 from napari_fcnseg.io.orientation import (
     IDENTITY_ORNT,
     OrientedArray,
@@ -103,9 +110,7 @@ def open_nifti_streamed(path: Path) -> Volume | None:
         return None
     hdr = img.header
     dtype = np.dtype(hdr.get_data_dtype())
-    slope, inter = float(proxy.slope), float(proxy.inter)
-    trivial = slope in (1.0, 0.0) or not np.isfinite(slope)  # as apply_rescale reads them
-    trivial = trivial and (inter == 0.0 or not np.isfinite(inter))
+    trivial = clean_scaling(float(proxy.slope), float(proxy.inter)) == (1.0, 0.0)
     out_dtype: np.dtype
     if dtype.kind == "b":
         out_dtype = np.dtype(np.uint8)
