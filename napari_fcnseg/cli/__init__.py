@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one image, CPU, U-Net models: run the network in int8, calibrated on "
                    "8 slices of the image (about 13 s; 1.6-2x faster per slice, Dice within "
                    "0.002 of float32 in BENCHMARKS.md)")
+    p.add_argument("--reviewed", metavar="LABELS",
+                   help="one image: a label file whose reviewed slices are copied into the "
+                   "output unchanged instead of predicted (the slices a person corrected)")
+    p.add_argument("--reviewed-slices", metavar="SLICES",
+                   help="with --reviewed: which slices, e.g. 3,10,42 (default: its non-empty "
+                   "ones; list reviewed all-background slices here)")
+    p.add_argument("--only-touching", metavar="CLASSES",
+                   help="with --reviewed: of these classes (names or values, comma-separated, "
+                   "or 'all') keep only the objects that touch the same class on a reviewed "
+                   "slice in 3D, e.g. the one tumour corrected; other spots become background")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("finetune", help="fine-tune a model on annotated slices")

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import EXIT_INTERRUPTED, CliError, _drive, _load_model, _read
+from ._common import EXIT_INTERRUPTED, CliError, _drive, _load_model, _parse_slices, _read
 
 
 def _check_segmentable(volume) -> None:
@@ -45,6 +45,8 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
     from ..cohort import case_modality
 
     modality = case_modality(args.modality, volume)
+    reviewed = (_load_reviewed(args, tuple(volume.data.shape), list(model.class_names))
+                if args.reviewed else None)
     net, device = (_int8_network(model, volume, modality, args.device) if args.int8
                    else (model.net, args.device))
     if dst.suffix.lower() == ".zarr":
@@ -53,6 +55,9 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
                         batch_size=args.batch_size, precision=args.precision,
                         probabilities="uint8" if args.probabilities else None)
     result = _drive(work, f"segmenting {src.name}", position)
+    if reviewed is not None:
+        _merge_reviewed(result.labels, reviewed, list(model.class_names),
+                        Path(args.reviewed).name)
     from .. import __version__
 
     existed = dst.exists()
@@ -65,6 +70,71 @@ def _predict_one(model, src: Path, dst: Path, args, position: int = 0) -> None:
             if not existed:  # a failed run leaves neither of its outputs behind
                 dst.unlink(missing_ok=True)
             raise
+
+
+def _load_reviewed(args, shape: tuple[int, ...], class_names: list[str]):
+    """Read and check ``--reviewed`` before any work: (labels, slices, --only-touching values)."""
+    import numpy as np
+
+    from ..core.finetune import annotated_slices
+
+    reviewed = _read(args.reviewed)
+    name = Path(args.reviewed).name
+    if tuple(reviewed.data.shape) != tuple(shape):
+        raise CliError(f"{name}: shape {tuple(reviewed.data.shape)} differs from the image's "
+                       f"{tuple(shape)}")
+    data = np.asarray(reviewed.data)
+    if data.dtype.kind not in "iub":
+        raise CliError(f"{name}: labels must be integers, not {data.dtype}")
+    slices = _parse_slices(args.reviewed_slices)
+    if slices is None:
+        slices = annotated_slices(data)
+    flat = data.reshape(-1, *shape[-2:])
+    if any(not 0 <= k < len(flat) for k in slices):
+        raise CliError(f"--reviewed-slices must lie between 0 and {len(flat) - 1}")
+    if not slices:
+        raise CliError(f"{name} holds no labelled slice; list the reviewed ones with "
+                       "--reviewed-slices")
+    unknown = [int(v) for v in np.unique(flat[slices]) if not 0 <= v < len(class_names)]
+    if unknown:
+        raise CliError(f"{name}: label value {unknown[0]} on a reviewed slice, but the model's "
+                       f"classes are 0-{len(class_names) - 1} ({', '.join(class_names)})")
+    classes = _class_values(args.only_touching, class_names) if args.only_touching else []
+    if classes and len(shape) < 3:
+        raise CliError("--only-touching needs a 3D volume: a 2D image has no neighbouring "
+                       "slices")
+    return flat, slices, classes
+
+
+def _merge_reviewed(labels, reviewed, class_names: list[str], name: str) -> None:
+    """Copy the reviewed slices into ``labels``, in place.
+
+    Then keep only the objects of the ``--only-touching`` classes that touch a reviewed slice.
+    """
+    from ..core.objects import keep_anchored_objects
+
+    flat, slices, classes = reviewed
+    labels.reshape(-1, *labels.shape[-2:])[slices] = flat[slices]
+    if classes:
+        report = keep_anchored_objects(labels, slices, classes)
+        print(f"note: {report.describe(class_names)}", file=sys.stderr)
+    print(f"note: kept {len(slices)} reviewed slice(s) of {name}", file=sys.stderr)
+
+
+def _class_values(text: str, class_names: list[str]) -> list[int]:
+    """Label values of ``--only-touching``: class names, numbers, or 'all'."""
+    if text.strip().lower() == "all":
+        return list(range(1, len(class_names)))
+    values = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item in class_names[1:]:
+            values.append(class_names.index(item))
+        elif item.isdigit() and 0 < int(item) < len(class_names):
+            values.append(int(item))
+        else:
+            raise CliError(f"--only-touching: {item!r} is not a class of the model "
+                           f"({', '.join(class_names[1:])})")
+    return values
 
 
 def _int8_network(model, volume, modality: str, device: str | None):
@@ -154,7 +224,9 @@ def cmd_predict(args) -> int:
             dst = _output_path(src, dst, args.format)
         elif args.format == "dicom-seg" and dst.suffix.lower() != ".dcm":
             raise CliError(f"{dst}: --format dicom-seg writes a .dcm file; name it so")
-        _check_outputs(src, dst, args.probabilities)
+        _check_reviewed_options(args, dst)
+        _check_outputs(src, dst, args.probabilities,
+                       inputs=[Path(args.reviewed)] if args.reviewed else [])
         _predict_one(model, src, dst, args)
         print(f"wrote {dst}")
         return 0
@@ -162,7 +234,22 @@ def cmd_predict(args) -> int:
         raise CliError("--probabilities works with a single input image, not a folder")
     if args.int8:
         raise CliError("--int8 works with a single input image, not a folder")
+    if args.reviewed or args.only_touching or args.reviewed_slices:
+        raise CliError("--reviewed works with a single input image, not a folder")
     return _predict_cohort(model, cases, dst, args)
+
+
+def _check_reviewed_options(args, dst: Path) -> None:
+    """Refuse, before any work, --reviewed options that cannot be honoured."""
+    if not args.reviewed:
+        if args.only_touching or args.reviewed_slices:
+            raise CliError("--only-touching and --reviewed-slices need --reviewed LABELS")
+        return
+    if not Path(args.reviewed).exists():
+        raise CliError(f"{args.reviewed}: no such file or folder")
+    if dst.suffix.lower() == ".zarr":
+        raise CliError("--reviewed needs the labels in memory; write a .nii.gz or .tif, "
+                       "not a .zarr store")
 
 
 def _predict_cohort(model, cases: list[Path], dst: Path, args) -> int:

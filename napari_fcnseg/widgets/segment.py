@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 from napari_fcnseg.class_style import legend_html
 from napari_fcnseg.layer_keys import MODALITY_KEY, PROBABILITY_KEY
 
+from ._anchor_choice import AnchorChoice
 from ._common import (
     current_slice,
     find_labels_layer,
@@ -110,6 +111,7 @@ class SegmentWidget(QWidget):
         self.overwrite_check.setToolTip(
             "Off: slices you painted or marked as reviewed keep your labels. On: they are "
             "replaced too (Undo overwrite puts them back).")
+        self.anchor_combo = AnchorChoice()
         self.undo_button = QPushButton("Undo overwrite")
         self.undo_button.setToolTip("Put back the edited/reviewed slices that the latest run "
                                     "replaced ('Overwrite' ticked), unless you changed them since.")
@@ -133,7 +135,8 @@ class SegmentWidget(QWidget):
 
         form = QFormLayout()
         for label, combo in (("Image", self.image_combo), ("Model", self.model_combo),
-                             ("Device", self.device_combo), ("Scope", self.scope_combo)):
+                             ("Device", self.device_combo), ("Scope", self.scope_combo),
+                             ("Keep objects", self.anchor_combo)):
             form.addRow(label, combo)
         form.addRow("Classes", self.legend_label)
         buttons = QHBoxLayout()
@@ -207,6 +210,7 @@ class SegmentWidget(QWidget):
         except SegmentError:
             names = []
         self.legend_label.setText(legend_html(names) if names else "")
+        self.anchor_combo.set_classes(names)
 
     def _on_model_selected(self, name: str) -> None:
         if not is_alive(self):
@@ -290,7 +294,12 @@ class SegmentWidget(QWidget):
         modality = str(image.metadata.get(MODALITY_KEY, "auto"))
         name = self.model_name
         request = {"image": image, "model": name, "classes": classes,
-                   "overwrite": self.overwrite_check.isChecked()}
+                   "overwrite": self.overwrite_check.isChecked(),
+                   "anchor_classes": self.anchor_combo.classes()}
+        if request["overwrite"] and request["anchor_classes"]:
+            return self.job.refuse("Keeping only objects that touch reviewed slices needs "
+                                   "those slices kept: untick 'Overwrite edited/reviewed "
+                                   "slices' or keep every object.")
         version = self._models_version
         future = self.job.start(
             predict_work, self.session.store, name, self._models.get(name), image_array(image),
@@ -356,6 +365,8 @@ class SegmentWidget(QWidget):
             message = f"Wrote {len(merged.written)} slice(s) into '{merged.layer.name}'"
             if merged.kept:
                 message += f"; kept {len(merged.kept)} edited/reviewed slice(s) unchanged"
+            if merged.anchor_note:
+                message += f"; {merged.anchor_note}"
             if merged.undo is not None and merged.undo.before:
                 message += (f"; replaced {len(merged.undo.before)} edited/reviewed slice(s) "
                             "(Undo overwrite puts them back)")
