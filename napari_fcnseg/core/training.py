@@ -108,6 +108,9 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
     initial = copy.deepcopy(last_good) if settings.blend_start > 0 else {}
     first_losses: list[float] = []
     done, stopped = 0, None
+    # channels-last convolutions are about a quarter faster on the CPU (as in predict)
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    model.to(memory_format=layout)
     model.train()
     if settings.freeze_norm_stats:
         _freeze_norm_stats(model)
@@ -117,7 +120,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
         x, (h, w) = pad_to_multiple(x, multiple)
         pad = (0, x.shape[-1] - w, 0, x.shape[-2] - h)
         y, v = torch.nn.functional.pad(y, pad), torch.nn.functional.pad(v, pad)
-        x, y, v = x.to(device), y.to(device), v.to(device)
+        x, y, v = x.to(device).contiguous(memory_format=layout), y.to(device), v.to(device)
         logits = model(x)
         loss = dice_ce_loss(logits, y, v)
         if settings.anchor_weight > 0:
@@ -151,6 +154,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
                        batch_dice(logits.detach(), y, v))
     for p in model.parameters():
         p.requires_grad_(True)
+    model.to(memory_format=torch.contiguous_format)
     if initial:
         _blend(model, initial, settings.blend_start)
     return TrainOutcome(done, stopped)
