@@ -110,7 +110,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
     done, stopped = 0, None
     # channels-last convolutions are about a quarter faster on the CPU (as in predict)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    model.to(memory_format=layout)
+    model.to(memory_format=layout)  # type: ignore[call-overload]
     model.train()
     if settings.freeze_norm_stats:
         _freeze_norm_stats(model)
@@ -154,7 +154,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
                        batch_dice(logits.detach(), y, v))
     for p in model.parameters():
         p.requires_grad_(True)
-    model.to(memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if initial:
         _blend(model, initial, settings.blend_start)
     return TrainOutcome(done, stopped)

@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_fcnseg.class_style import class_colormap, class_features, style_labels_layer
-from napari_fcnseg.core.objects import anchor_prediction
 from napari_fcnseg.core.review import (
     METADATA_KEY,
     OverwriteUndo,
     ReviewState,
     merge_prediction,
-    protected_slices,
 )
 from napari_fcnseg.core.slices import slice_index
 from napari_fcnseg.layer_keys import PROBABILITY_KEY, SOURCE_KEY
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
     from napari_fcnseg.core.predict import Prediction
 
 PROBABILITY_COLORMAPS = ("magma", "viridis", "cividis", "inferno")
-NO_ANCHORS = "no slice is edited or reviewed yet, so every object was kept"
 
 
 @dataclass
@@ -61,8 +58,7 @@ class Merged:
 
 
 def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: Image,
-                      model: str, classes: list[str], overwrite: bool,
-                      anchor_classes: list[int] | None = None) -> Merged:
+                      model: str, classes: list[str], overwrite: bool) -> Merged:
     """Write a prediction into ``image``'s labels layer, creating the layer when missing.
 
     Parameters
@@ -79,9 +75,6 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
         The model's class names (label value ``i`` is ``classes[i]``).
     overwrite : bool
         Also overwrite slices a person edited or reviewed.
-    anchor_classes : list of int, optional
-        Classes of which only the objects touching edited or reviewed slices are written
-        (:func:`napari_fcnseg.core.objects.anchor_prediction`); not with ``overwrite``.
 
     Raises
     ------
@@ -96,19 +89,15 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
              ) or ReviewState()
     state.classes = list(classes)
     undo = OverwriteUndo() if layer is not None and overwrite else None
-    note = NO_ANCHORS if anchor_classes else ""
     if layer is None:  # nothing to spare: the prediction itself becomes the labels
         data = prediction.labels
         state.record_prediction(outcome.digests, model)
         written = list(prediction.slices)
     else:
         data = layer.data
-        labels, digests = prediction.labels, outcome.digests
-        if anchor_classes:
-            labels, digests, note = _anchored(data, prediction, state, anchor_classes, classes,
-                                              digests)
-        written = merge_prediction(data, labels, prediction.slices, state, model,
-                                   overwrite_protected=overwrite, digests=digests, undo=undo)
+        written = merge_prediction(data, prediction.labels, prediction.slices, state, model,
+                                   overwrite_protected=overwrite, digests=outcome.digests,
+                                   undo=undo)
     kept = sorted(set(prediction.slices) - set(written))
     scores = getattr(prediction, "uncertainty", None) or {}
     state.uncertainty.update({k: scores[k] for k in written if k in scores})
@@ -129,26 +118,7 @@ def merge_into_layers(viewer: napari.Viewer, outcome: SegmentOutcome, *, image: 
         if list(layer.features.get("class", [])) != list(classes):
             style_labels_layer(layer, list(classes))
         layer.refresh()
-    return Merged(written, kept, layer, undo, note)
-
-
-def _anchored(data, prediction: Prediction, state: ReviewState, anchor_classes: list[int],
-              classes: list[str], digests: dict[int, str]) -> tuple[np.ndarray, dict, str]:
-    """The prediction keeping only objects that touch the person's slices.
-
-    Returns the labels to merge, the digests still valid for them, and what was removed.
-    """
-    if not isinstance(data, np.ndarray):
-        return (prediction.labels, digests, "objects were not filtered: that needs labels held "
-                "in memory, and these are stored on disk")
-    reviewed = protected_slices(data, state)
-    if not reviewed:
-        return prediction.labels, digests, NO_ANCHORS
-    filtered, report = anchor_prediction(data, prediction.labels, prediction.slices, reviewed,
-                                         anchor_classes)
-    changed = set(report.changed_slices)
-    kept_digests = {k: v for k, v in digests.items() if k not in changed}
-    return filtered, kept_digests, report.describe(classes)
+    return Merged(written, kept, layer, undo, outcome.anchor_note)
 
 
 def show_uncertainty(viewer: napari.Viewer, image: Image, entropy: np.ndarray,

@@ -17,6 +17,8 @@ import numpy as np
 
 from napari_fcnseg.core.arrays import as_image, is_lazy
 
+from ._segment_anchor import AnchorRequest, apply_anchor
+
 if TYPE_CHECKING:
     from napari_fcnseg.core.model_card import LoadedModel
     from napari_fcnseg.core.predict import Prediction
@@ -65,12 +67,15 @@ class SegmentOutcome:
     entropy : numpy.ndarray or None
         Per-pixel uncertainty (uint8, see :func:`napari_fcnseg.core.predict.entropy_map`),
         when an uncertainty layer was asked for.
+    anchor_note : str
+        What keeping only the objects that touch reviewed slices removed ("" when not asked).
     """
 
     prediction: Prediction
     digests: dict[int, str]
     loaded: LoadedModel | None
     entropy: np.ndarray | None = None
+    anchor_note: str = ""
 
 
 def labels_store_dir() -> Path:
@@ -104,10 +109,13 @@ def open_labels_store(path: Path):
 
 def predict_work(store: ModelStore, model: str, loaded: LoadedModel | None, data: Any,
                  slices: list[int] | None, modality: str, probabilities: bool, device: str,
-                 batch_size: int | None, uncertainty_layer: bool = False):
+                 batch_size: int | None, uncertainty_layer: bool = False,
+                 anchor: AnchorRequest | None = None):
     """Generator run in the worker thread: load the model if needed, normalise, predict, hash.
 
     ``model`` is loaded from ``store`` unless ``loaded`` (the widget's copy of it) is given.
+    With ``anchor``, only the objects of its classes that touch the person's slices are kept
+    (see :mod:`._segment_anchor`).
     """
     from napari_fcnseg.core.normalize import fit_normalizer
     from napari_fcnseg.core.predict import entropy_map, predict_iter
@@ -146,6 +154,7 @@ def predict_work(store: ModelStore, model: str, loaded: LoadedModel | None, data
         entropy = entropy_map(prediction.probabilities)
         if not probabilities:
             prediction.probabilities = None
+    note = apply_anchor(prediction, anchor) if anchor is not None else ""
     # hashing here spares the main thread: merging needs the digests of what was written
     return SegmentOutcome(prediction, slice_digests(prediction.labels, prediction.slices), fresh,
-                          entropy)
+                          entropy, note)

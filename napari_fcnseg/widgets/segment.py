@@ -40,6 +40,7 @@ from ._common import (
 )
 from ._job import BackgroundJob
 from ._model_combo import ModelCombo
+from ._segment_anchor import anchor_request
 from ._segment_checks import SegmentError, check_request, model_classes
 from ._segment_output import Merged, merge_into_layers
 from ._segment_undo import LastOverwrite, UndoError
@@ -294,9 +295,9 @@ class SegmentWidget(QWidget):
         modality = str(image.metadata.get(MODALITY_KEY, "auto"))
         name = self.model_name
         request = {"image": image, "model": name, "classes": classes,
-                   "overwrite": self.overwrite_check.isChecked(),
-                   "anchor_classes": self.anchor_combo.classes()}
-        if request["overwrite"] and request["anchor_classes"]:
+                   "overwrite": self.overwrite_check.isChecked()}
+        anchor = anchor_request(self.labels_layer, self.anchor_combo.classes(), classes)
+        if request["overwrite"] and anchor is not None:
             return self.job.refuse("Keeping only objects that touch reviewed slices needs "
                                    "those slices kept: untick 'Overwrite edited/reviewed "
                                    "slices' or keep every object.")
@@ -305,7 +306,7 @@ class SegmentWidget(QWidget):
             predict_work, self.session.store, name, self._models.get(name), image_array(image),
             slices, modality,
             self.probability_check.isChecked(), self.device_combo.currentText(),
-            self.batch_size, self.uncertainty_check.isChecked(),
+            self.batch_size, self.uncertainty_check.isChecked(), anchor,
             desc=f"Segmenting {image.name}",
             on_returned=lambda outcome: self._on_returned(outcome, request, version))
         count = "all" if slices is None else str(len(slices))

@@ -5,7 +5,6 @@ import pytest
 
 from napari_fcnseg.core.predict import Prediction
 from napari_fcnseg.core.review import METADATA_KEY, ReviewState, protected_slices, slice_digests
-from napari_fcnseg.widgets._segment_work import SegmentOutcome
 
 TIMEOUT = 60_000
 
@@ -26,15 +25,15 @@ def docked(qtbot, make_napari_viewer, tiny_model, ct_volume, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(image, name="ct", scale=spacing)
 
-    def fake_predict_work(store, model, loaded, data, slices, *args):
+    def fake_predict_iter(net, data, slices=None, **kwargs):
         chosen = list(range(data.shape[0])) if slices is None else list(slices)
         labels = np.zeros(data.shape, np.uint8)
         labels[chosen] = _network_output(data.shape)[chosen]
-        return SegmentOutcome(Prediction(labels, None, chosen),
-                              slice_digests(labels, chosen), None, None)
-        yield  # a generator, as the real worker function
+        return Prediction(labels, None, chosen)
+        yield  # a generator, as the real one
 
-    monkeypatch.setattr("napari_fcnseg.widgets.segment.predict_work", fake_predict_work)
+    # the widget's own worker runs, with the network's output fixed
+    monkeypatch.setattr("napari_fcnseg.core.predict.predict_iter", fake_predict_iter)
     _, widget = viewer.window.add_plugin_dock_widget("napari-fcnseg", "Segment")
     return viewer, widget
 
@@ -83,3 +82,30 @@ def test_every_object_is_the_default_and_overwrite_cannot_be_combined(qtbot, doc
     assert widget.labels_layer is None
     with pytest.raises(ValueError, match="not a class"):
         widget.anchor_combo.choose_class("liver")
+
+
+def test_the_worker_filters_against_the_snapshot_taken_when_the_run_started():
+    from types import SimpleNamespace
+
+    import zarr
+
+    from napari_fcnseg.widgets._segment_anchor import ON_DISK, anchor_request, apply_anchor
+
+    shape = (8, 64, 64)
+    labels = _network_output(shape)
+    state = ReviewState()
+    state.record_prediction(slice_digests(labels), "tiny")  # the model wrote every slice
+    state.mark_reviewed([3])
+    layer = SimpleNamespace(data=labels, metadata={METADATA_KEY: state.to_metadata()})
+    request = anchor_request(layer, [2], ["background", "organ", "lesion"])
+    labels[3] = 0  # the person clears slice 3 while the run goes on: the snapshot keeps it
+    prediction = Prediction(_network_output(shape), None, list(range(8)))
+    note = apply_anchor(prediction, request)
+    assert "removed 1 lesion object(s) (9 voxels)" in note
+    assert not (prediction.labels[0] == 2).any() and (prediction.labels[2] == 2).any()
+
+    assert anchor_request(layer, [], ["background", "organ", "lesion"]) is None
+    on_disk = SimpleNamespace(data=zarr.zeros(shape, dtype="u1"), metadata={})
+    untouched = Prediction(_network_output(shape), None, list(range(8)))
+    assert apply_anchor(untouched, anchor_request(on_disk, [2], ["bg", "o", "l"])) == ON_DISK
+    np.testing.assert_array_equal(untouched.labels, _network_output(shape))
