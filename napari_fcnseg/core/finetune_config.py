@@ -116,7 +116,8 @@ class FinetuneResult:
         none of them).
     dice_after : dict
         Held-out Dice per class of the fine-tuning recipe: each annotated slice scored by a
-        model trained the same way without it (k-fold). Empty with one annotated slice.
+        model trained the same way without it (k-fold). Empty with one annotated slice;
+        without the classes in ``unestimated``.
     dice_train : dict
         Dice of the fine-tuned model on its own training slices (how well it fits them, not
         how well it generalises).
@@ -128,6 +129,9 @@ class FinetuneResult:
         The hyper-parameters used.
     folds : int
         Folds of the held-out estimate (0 when there is none).
+    unestimated : list of str
+        Annotated classes without a held-out estimate: every fold that could score them had
+        trained without them (typically, a class drawn on one annotated slice only).
     """
 
     net: SegmentationNet
@@ -140,18 +144,30 @@ class FinetuneResult:
     stopped: str | None = None
     settings: dict = field(default_factory=dict)
     folds: int = 0
+    unestimated: list[str] = field(default_factory=list)
 
     @property
     def heldout_description(self) -> str:
         """Plain words for what ``dice_after`` was measured on."""
         if not self.folds:
             return "no held-out estimate: at least two annotated slices are needed"
-        return (f"held-out: each of the {len(self.slices)} annotated slices scored by a model "
+        missing = ", ".join(self.unestimated)
+        if not self.dice_after:
+            return (f"no held-out estimate: {missing or 'every class'} drawn on too few of the "
+                    f"{len(self.slices)} annotated slices (draw each class on two or more)")
+        text = (f"held-out: each of the {len(self.slices)} annotated slices scored by a model "
                 f"fine-tuned without it ({self.folds}-fold)")
+        if missing:
+            text += (f"; none for {missing}, drawn on too few annotated slices (a model trained "
+                     "without them never saw it)")
+        return text
 
     @property
     def improved(self) -> bool | None:
-        """Whether the held-out Dice beats the starting model's; None without an estimate."""
+        """Whether the held-out Dice beats the starting model's, on the classes it estimates.
+
+        None without an estimate.
+        """
         if not self.dice_after:
             return None
         before = np.mean([self.dice_before[c] for c in self.dice_after])
@@ -170,6 +186,7 @@ class FinetuneResult:
             "dice_before": dict(self.dice_before),
             "dice_after": dict(self.dice_after),
             "dice_after_measured_on": self.heldout_description,
+            "dice_after_missing": list(self.unestimated),
             "dice_train": dict(self.dice_train),
             "improved": self.improved,
         }

@@ -6,6 +6,12 @@ splits them into folds, trains a copy of the starting network with the same reci
 one fold and scores it on that fold; the counts of all folds are pooled into one Dice per
 class. The starting network is scored on every annotated slice (it trained on none of them),
 so both figures are measured on slices their model never saw.
+
+A fold whose training slices lack a class that the other annotated slices show learns to
+suppress it, which says nothing of the final model (it was shown that class): such a fold is
+not counted for that class. A class drawn on one annotated slice only therefore has no
+held-out estimate (the folds that trained on it can only count its false positives), and is
+left out of it rather than reported as a failure.
 """
 
 from __future__ import annotations
@@ -36,9 +42,14 @@ def masked_counts(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray,
 
 
 def pooled_dice(counts: Sequence[Counts], names: Sequence[str]) -> dict[str, float]:
-    """Pool fold counts into Dice per class name (a class nobody drew nor found scores 1)."""
+    """Pool fold counts into Dice per class name.
+
+    A class nobody drew nor found scores 1; a class that no fold counts is left out.
+    """
     out = {}
     for c in range(1, len(names)):
+        if not any(c in k for k in counts):
+            continue
         inter = sum(k.get(c, (0, 0))[0] for k in counts)
         total = sum(k.get(c, (0, 0))[1] for k in counts)
         out[names[c]] = round(2 * inter / total, 4) if total else 1.0
@@ -87,10 +98,13 @@ def kfold_iter(start: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
     Returns
     -------
     list of Counts
-        One per fold (empty when fewer than two slices are annotated).
+        One per fold (empty when fewer than two slices are annotated). An annotated class is
+        left out of the folds that did not train on it, and out of every fold when no fold
+        that trained on it holds it on its scored slices.
     """
     folds = make_folds(len(xs), settings.holdout_folds)
-    results = []
+    drawn = _classes_in(ys, valid)
+    scored = []
     for i, held in enumerate(folds):
         train = [j for j in range(len(xs)) if j not in held]
         model = copy.deepcopy(start).to(device)
@@ -101,5 +115,15 @@ def kfold_iter(start: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
             step_offset=step_offset + i * settings.steps, total=total,
             label=f"held-out check {i + 1} of {len(folds)}: step")
         del outcome
-        results.append(score(model.eval(), held))
-    return results
+        scored.append((score(model.eval(), held), _classes_in(ys[train], valid[train]),
+                       _classes_in(ys[held], valid[held])))
+    # an annotated class counts in the folds that trained on it, and only if one of those
+    # scores it where it is drawn (false positives alone are no estimate of finding it)
+    measurable = {c for c in drawn if any(c in seen and c in shown for _, seen, shown in scored)}
+    return [{c: v for c, v in counts.items() if c not in drawn or (c in seen and c in measurable)}
+            for counts, seen, _ in scored]
+
+
+def _classes_in(ys: torch.Tensor, valid: torch.Tensor) -> set[int]:
+    """The class values on the annotated pixels of ``ys``."""
+    return set(torch.unique(ys[valid]).tolist())

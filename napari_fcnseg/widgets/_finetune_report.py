@@ -50,13 +50,21 @@ def dice_table(result: FinetuneResult) -> str:
 
 def verdict(result: FinetuneResult, base: str, saved: str) -> str:
     """One plain sentence: is the new model better than ``base`` on unseen annotated slices."""
-    before, after = _mean(result.dice_before), _mean(result.dice_after)
+    after = _mean(result.dice_after)
+    before = _mean({name: result.dice_before[name] for name in result.dice_after
+                    if name in result.dice_before})
+    measured = (f"mean Dice {after:.3f} vs {before:.3f}"
+                + (f"; {', '.join(result.unestimated)} not measured" if result.unestimated else ""))
+    if result.improved is None and result.folds:
+        return (f"Saved '{saved}'. No held-out estimate: {', '.join(result.unestimated)} "
+                "drawn on too few annotated slices; draw each class on a second slice to "
+                "measure whether it is better.")
     if result.improved is None:
         return (f"Saved '{saved}'. With one annotated slice no held-out estimate is possible: "
                 "annotate or review a second slice to measure whether it is better.")
     if result.improved:
         return (f"Saved '{saved}': better than '{base}' on annotated slices it did not train on "
-                f"(mean Dice {after:.3f} vs {before:.3f}); it is now selected for segmenting.")
+                f"({measured}); it is now selected for segmenting.")
     return (f"Saved '{saved}', but it is not better than '{base}' on annotated slices it did "
-            f"not train on (mean Dice {after:.3f} vs {before:.3f}); '{base}' stays selected "
+            f"not train on ({measured}); '{base}' stays selected "
             "for segmenting. Annotate more slices, or more varied ones, and try again.")

@@ -235,6 +235,39 @@ def test_one_annotated_slice_gives_no_held_out_estimate(tiny_net, volume):
     assert res.metadata("bundled")["improved"] is None
 
 
+def test_a_class_drawn_on_one_slice_only_has_no_held_out_estimate(tiny_net, volume):
+    labels = volume.labels.copy()
+    labels[[2, 4]] = np.where(labels[[2, 4]] == 2, 1, labels[[2, 4]])  # lesion only on slice 0
+    res = finetune(tiny_net, volume.image, labels, slices=[0, 2, 4], settings=FAST,
+                   class_names=CLASS_NAMES)
+    # the fold that holds out slice 0 never saw a lesion: its lesion score would say nothing
+    # of the final model, which did
+    assert set(res.dice_after) == {"organ"} and res.unestimated == ["lesion"]
+    assert "none for lesion" in res.heldout_description
+    assert res.improved == (res.dice_after["organ"] > res.dice_before["organ"])
+    assert res.metadata("bundled")["dice_after_missing"] == ["lesion"]
+    labels[2] = volume.labels[2]  # on a second slice, a fold that trained on it can score it
+    res = finetune(tiny_net, volume.image, labels, slices=[0, 2, 4], settings=FAST,
+                   class_names=CLASS_NAMES)
+    assert set(res.dice_after) == {"organ", "lesion"} and res.unestimated == []
+
+
+def test_a_class_on_no_annotated_slice_is_still_scored_held_out(tiny_net, volume):
+    labels = np.where(volume.labels == 2, 1, volume.labels)  # no lesion anywhere
+    res = finetune(tiny_net, volume.image, labels, slices=[0, 3], settings=FAST,
+                   class_names=CLASS_NAMES)
+    # every model, folds and final alike, learns that these slices hold no lesion
+    assert set(res.dice_after) == {"organ", "lesion"} and res.unestimated == []
+
+
+def test_pooled_dice_leaves_out_a_class_no_fold_counts():
+    from napari_fcnseg.core.holdout import pooled_dice
+
+    names = ["background", "organ", "lesion", "cyst"]
+    counts = [{1: (3, 8), 3: (0, 0)}, {1: (1, 2)}]
+    assert pooled_dice(counts, names) == {"organ": 0.8, "cyst": 1.0}
+
+
 def test_improved_compares_held_out_dice_with_the_starting_model(tiny_net):
     worse = ft.FinetuneResult(tiny_net, CLASS_NAMES, [1, 2], {"organ": 0.9, "lesion": 0.5},
                               {"organ": 0.8, "lesion": 0.5}, {"organ": 1.0, "lesion": 1.0}, 6,
