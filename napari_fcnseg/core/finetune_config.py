@@ -130,8 +130,8 @@ class FinetuneResult:
     folds : int
         Folds of the held-out estimate (0 when there is none).
     unestimated : list of str
-        Annotated classes without a held-out estimate: every fold that could score them had
-        trained without them (typically, a class drawn on one annotated slice only).
+        Annotated classes without a held-out estimate: no fold that trained on them scored a
+        slice where they are drawn (typically, a class drawn on one annotated slice only).
     """
 
     net: SegmentationNet
@@ -159,7 +159,7 @@ class FinetuneResult:
                 f"fine-tuned without it ({self.folds}-fold)")
         if missing:
             text += (f"; none for {missing}, drawn on too few annotated slices (a model trained "
-                     "without them never saw it)")
+                     "without those slices never saw it)")
         return text
 
     @property

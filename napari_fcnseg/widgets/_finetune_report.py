@@ -56,9 +56,10 @@ def verdict(result: FinetuneResult, base: str, saved: str) -> str:
     measured = (f"mean Dice {after:.3f} vs {before:.3f}"
                 + (f"; {', '.join(result.unestimated)} not measured" if result.unestimated else ""))
     if result.improved is None and result.folds:
-        return (f"Saved '{saved}'. No held-out estimate: {', '.join(result.unestimated)} "
-                "drawn on too few annotated slices; draw each class on a second slice to "
-                "measure whether it is better.")
+        reason = (f"{', '.join(result.unestimated)} drawn on too few annotated slices; draw "
+                  "each class on a second slice" if result.unestimated else
+                  "no class was drawn on the annotated slices; draw one")
+        return f"Saved '{saved}'. No held-out estimate: {reason} to measure whether it is better."
     if result.improved is None:
         return (f"Saved '{saved}'. With one annotated slice no held-out estimate is possible: "
                 "annotate or review a second slice to measure whether it is better.")
