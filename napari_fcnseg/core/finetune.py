@@ -275,10 +275,9 @@ def finetune_iter(
     fold_counts = yield from kfold_iter(start, xs, ys, valid, settings, dev, prepare, counts,
                                         step_offset=settings.steps, total=total)
     after = pooled_dice(fold_counts, names) if fold_counts else {}
-    unestimated = [n for n in names[1:] if n not in after] if fold_counts else []
     model = model.cpu().eval()
     return FinetuneResult(model, names, chosen, before, after, train_dice, outcome.steps,
-                          outcome.stopped, settings.to_dict(), folds, unestimated)
+                          outcome.stopped, settings.to_dict(), folds)
 
 
 def finetune(

@@ -129,9 +129,6 @@ class FinetuneResult:
         The hyper-parameters used.
     folds : int
         Folds of the held-out estimate (0 when there is none).
-    unestimated : list of str
-        Annotated classes without a held-out estimate: no fold that trained on them scored a
-        slice where they are drawn (typically, a class drawn on one annotated slice only).
     """
 
     net: SegmentationNet
@@ -144,7 +141,17 @@ class FinetuneResult:
     stopped: str | None = None
     settings: dict = field(default_factory=dict)
     folds: int = 0
-    unestimated: list[str] = field(default_factory=list)
+
+    @property
+    def unestimated(self) -> list[str]:
+        """Classes left out of ``dice_after`` although there are folds.
+
+        No fold that trained on them scored a slice where they are drawn (typically, a class
+        drawn on one annotated slice only).
+        """
+        if not self.folds:
+            return []
+        return [name for name in self.class_names[1:] if name not in self.dice_after]
 
     @property
     def heldout_description(self) -> str:
@@ -168,10 +175,16 @@ class FinetuneResult:
 
         None without an estimate.
         """
+        means = self.heldout_means
+        return None if means is None else bool(means[1] > means[0])
+
+    @property
+    def heldout_means(self) -> tuple[float, float] | None:
+        """Mean Dice (starting model, held-out) over the classes ``dice_after`` estimates."""
         if not self.dice_after:
             return None
-        before = np.mean([self.dice_before[c] for c in self.dice_after])
-        return bool(np.mean(list(self.dice_after.values())) > before)
+        before = float(np.mean([self.dice_before[c] for c in self.dice_after]))
+        return before, float(np.mean(list(self.dice_after.values())))
 
     def metadata(self, parent: str) -> dict:
         """Return the model metadata (lineage, data, scores) to save with the network."""

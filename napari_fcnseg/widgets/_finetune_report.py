@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     from napari_fcnseg.core.finetune import FinetuneResult
-
-
-def _mean(scores: dict[str, float]) -> float:
-    return float(np.mean(list(scores.values()))) if scores else float("nan")
 
 
 def _cell(scores: dict[str, float], name: str) -> str:
@@ -50,19 +44,19 @@ def dice_table(result: FinetuneResult) -> str:
 
 def verdict(result: FinetuneResult, base: str, saved: str) -> str:
     """One plain sentence: is the new model better than ``base`` on unseen annotated slices."""
-    after = _mean(result.dice_after)
-    before = _mean({name: result.dice_before[name] for name in result.dice_after
-                    if name in result.dice_before})
-    measured = (f"mean Dice {after:.3f} vs {before:.3f}"
-                + (f"; {', '.join(result.unestimated)} not measured" if result.unestimated else ""))
-    if result.improved is None and result.folds:
+    means = result.heldout_means
+    if means is None and not result.folds:
+        return (f"Saved '{saved}'. With one annotated slice no held-out estimate is possible: "
+                "annotate or review a second slice to measure whether it is better.")
+    if means is None:
         reason = (f"{', '.join(result.unestimated)} drawn on too few annotated slices; draw "
                   "each class on a second slice" if result.unestimated else
                   "no class was drawn on the annotated slices; draw one")
         return f"Saved '{saved}'. No held-out estimate: {reason} to measure whether it is better."
-    if result.improved is None:
-        return (f"Saved '{saved}'. With one annotated slice no held-out estimate is possible: "
-                "annotate or review a second slice to measure whether it is better.")
+    before, after = means
+    measured = f"mean Dice {after:.3f} vs {before:.3f}"
+    if result.unestimated:
+        measured += f"; {', '.join(result.unestimated)} not measured"
     if result.improved:
         return (f"Saved '{saved}': better than '{base}' on annotated slices it did not train on "
                 f"({measured}); it is now selected for segmenting.")
