@@ -44,6 +44,12 @@ them in the repository):
   (The instance mask codes 21-23 = L2-L4 in the CT, 5-7 = C5-C7 plus 105/106 discs and
   205-207 endplates in the MR; one class per vertebra would ask a 2D slice model to count
   vertebrae, so the anatomical subregions are used instead.)
+* ``totalsegmentator==2.18.0`` source archive, ``tests/reference_files/``: ``abdomen-ct``, an
+  abdominal CT at 3 mm (122 x 101 x 30, int16 HU, ``example_ct_sm.nii.gz``) with the
+  TotalSegmentator labels its tests compare against (``example_seg.nii.gz``, the "total" task),
+  mapped to six structures: liver (5), spleen (1), kidney (2, 3), stomach (6), aorta (52) and
+  vertebra (30-33, T11-L2); every other structure is background. The reference is that
+  network's output, not a manual tracing, but it is real anatomy with many organs per slice.
 * ``pyradiomics==3.0.1`` source archive, ``data/``: ``lung1`` (CT, lung nodule, 512 x 512 x 48,
   5 mm slices), ``brain2`` (MR T1 post-contrast, tumour, 256 x 256 x 23, 6.5 mm) and
   ``breast1`` (MR, breast lesion, crop 120 x 45 x 21, 2.1 mm): NRRD image + label pairs, the
@@ -69,9 +75,9 @@ classes get new rows instead of inheriting "organ" / "lesion" by position).
 
 Annotated slices (fixed rule): the foreground slices F (any label present), sorted, are cut
 into k equal parts and the middle slice of each part is annotated: ``F[(2i + 1) * len(F) //
-(2k)]``, i = 0..k-1; k = 5 for the spine cases, 3 for the generated cases. Tumour cases: k = 2
-tumour slices plus one reviewed slice without tumour (all background), the middle slice of
-the longer run of tumour-free slices. Each of the three tumours spans only 3 slices, so one
+(2k)]``, i = 0..k-1; k = 5 for the spine and abdomen cases, 3 for the generated cases. Tumour
+cases: k = 2 tumour slices plus one reviewed slice without tumour (all background), the middle
+slice of the longer run of tumour-free slices. Each of the three tumours spans only 3 slices, so one
 tumour slice (the middle, largest) remains for evaluation.
 
 Scores: Dice per class, pooled over the voxels of all slices that were not annotated (inside
@@ -150,11 +156,17 @@ SPINE_CLASSES = {  # class name -> TPTBox subregion (Location) codes
 }
 SPINE_FILES = {"spine-ct": ("sub-ct_label-22_ct", "sub-ct_seg-subreg_label-22_msk"),
                "spine-mr": ("sub-mri_label-6_T2w", "sub-mri_seg-subreg_label-6_msk")}
+TOTALSEG = "totalsegmentator==2.18.0"
+TOTALSEG_FILES = {f"totalsegmentator-2.18.0/tests/reference_files/{f}.nii.gz": f"{f}.nii.gz"
+                  for f in ("example_ct_sm", "example_seg")}
+ABDOMEN_CLASSES = {  # class name -> TotalSegmentator "total" task label values
+    "liver": (5,), "spleen": (1,), "kidney": (2, 3), "stomach": (6,), "aorta": (52,),
+    "vertebra": (30, 31, 32, 33)}
 GENERATED = {"generated-ct": ("CT", 300_000, 300_002), "generated-mr": ("MR", 300_001, 300_003)}
 MODALITY = {"spine-ct": "ct", "spine-mr": "mr", "lung1": "ct", "brain2": "mr", "breast1": "mr",
-            "generated-ct": "ct", "generated-mr": "mr"}
-ALL_CASES = ("generated-ct", "generated-mr", "spine-ct", "spine-mr", "lung1", "brain2",
-             "breast1")
+            "abdomen-ct": "ct", "generated-ct": "ct", "generated-mr": "mr"}
+ALL_CASES = ("generated-ct", "generated-mr", "spine-ct", "spine-mr", "abdomen-ct", "lung1",
+             "brain2", "breast1")
 QUICK_CASES = ("generated-mr", "spine-mr", "breast1")
 
 
@@ -288,6 +300,20 @@ def load_case(name: str, cache: Path) -> Case:
         return Case(name, image, labels, ["background", *classes], list(range(1, len(classes) + 1)),
                     MODALITY[name], spacing, spread(foreground_slices(labels), 5), False,
                     source=f"{TPTBOX} {image_file} + {mask_file}", notes=notes)
+    if name == "abdomen-ct":
+        folder = _fetch(cache, TOTALSEG, TOTALSEG_FILES, sdist=True)
+        image, spacing = _read_nifti(folder / "example_ct_sm.nii.gz")
+        mask, _ = _read_nifti(folder / "example_seg.nii.gz")
+        labels = np.zeros(mask.shape, np.uint8)
+        for value, codes in enumerate(ABDOMEN_CLASSES.values(), start=1):
+            labels[np.isin(mask, codes)] = value
+        return Case(name, image.astype(np.int16), labels, ["background", *ABDOMEN_CLASSES],
+                    list(range(1, len(ABDOMEN_CLASSES) + 1)), MODALITY[name], spacing,
+                    spread(foreground_slices(labels), 5), False,
+                    source=f"{TOTALSEG} tests/reference_files/example_ct_sm.nii.gz + "
+                           "example_seg.nii.gz",
+                    notes=["reference = the TotalSegmentator labels shipped with its tests; "
+                           "other structures left as background"])
     if name in RADIOMICS_CASES:
         folder = _fetch(cache, PYRADIOMICS, RADIOMICS_FILES, sdist=True)
         image, spacing = _read_nrrd(folder / f"{name}_image.nrrd")

@@ -54,9 +54,11 @@ def main() -> None:
             res = bl.run_network(result.net, case, rest, "cpu")
             nxt = bl.mean(res.get("next_dice"))
             per_class = ", ".join(f"{k} {v:.3f}" for k, v in res["dice"].items())
+            mean_train = float(np.mean([result.dice_train[case.class_names[c]]
+                                        for c in case.scored]))
             print(f"{name:13s} {label:14s} mean {bl.mean(res['dice']):.3f}  next "
-                  f"{'-' if nxt is None else f'{nxt:.3f}'}  ({per_class})  {seconds:.0f} s",
-                  flush=True)
+                  f"{'-' if nxt is None else f'{nxt:.3f}'}  ({per_class})  {seconds:.0f} s; "
+                  f"on the training slices {mean_train:.3f}", flush=True)
 
 
 if __name__ == "__main__":

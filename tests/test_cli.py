@@ -251,9 +251,11 @@ def test_finetune_refuses_zero_steps_and_bad_class_lists(store, case, capsys):
 
 def test_cli_default_steps_follow_the_core_default():
     from napari_fcnseg import cli
-    from napari_fcnseg.core.finetune import FinetuneSettings
+    from napari_fcnseg.core import finetune_config as core
 
-    assert cli.FINETUNE_STEPS == FinetuneSettings().steps
+    assert core.FinetuneSettings().steps is None and core.FinetuneSettings().lr is None
+    assert (cli.CORRECTION_STEPS, cli.CORRECTION_LR) == (core.CORRECTION_STEPS, core.CORRECTION_LR)
+    assert (cli.NEW_CLASS_STEPS, cli.NEW_CLASS_LR) == (core.NEW_CLASS_STEPS, core.NEW_CLASS_LR)
 
 
 def test_evaluate_names_classes_from_the_sidecar(store, case, tmp_path, capsys):

@@ -17,10 +17,12 @@ from .models import cmd_demo, cmd_models
 from .predict import cmd_predict
 from .train import cmd_evaluate, cmd_finetune
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "FINETUNE_STEPS", "CliError", "build_parser", "main"]
+__all__ = ["CORRECTION_STEPS", "EXIT_ERROR", "EXIT_INTERRUPTED", "NEW_CLASS_STEPS", "CliError",
+           "build_parser", "main"]
 
 # FinetuneSettings defaults, not imported, to keep --help free of torch (a test checks them)
-FINETUNE_STEPS = 100
+CORRECTION_STEPS, CORRECTION_LR = 100, 1e-3
+NEW_CLASS_STEPS, NEW_CLASS_LR = 300, 1e-2
 FROM_SCRATCH_STEPS = 600
 
 
@@ -91,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-heldout", action="store_true",
                    help="skip the held-out Dice estimate (about four times faster)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"optimiser steps (default: {FINETUNE_STEPS}; {FROM_SCRATCH_STEPS} "
-                   "with --from-scratch)")
+                   help=f"optimiser steps (default: {NEW_CLASS_STEPS} when the labels add "
+                   f"classes the model does not know, else {CORRECTION_STEPS}; "
+                   f"{FROM_SCRATCH_STEPS} with --from-scratch)")
     p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: 2e-3 when the labels add classes the model "
-                   "does not know, else 1e-3; 3e-3 with --from-scratch)")
+                   help=f"peak learning rate (default: {NEW_CLASS_LR:g} when the labels add "
+                   f"classes the model does not know, else {CORRECTION_LR:g}; 3e-3 with "
+                   "--from-scratch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_finetune)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -35,9 +34,11 @@ from .arrays import LazyArray, as_image, read_with_context
 from .device import pick_device
 from .finetune_config import (
     CORRECTION_LR,
+    CORRECTION_STEPS,
     FROM_SCRATCH_LR,
     FROM_SCRATCH_STEPS,
     NEW_CLASS_LR,
+    NEW_CLASS_STEPS,
     FinetuneResult,
     FinetuneSettings,
 )
@@ -55,9 +56,35 @@ def heldout_folds(settings: FinetuneSettings, n_annotated: int) -> int:
     return folds if folds >= 2 else 0
 
 
-def total_steps(settings: FinetuneSettings, n_annotated: int) -> int:
-    """Optimiser steps of a round: the final model's plus every held-out fold's."""
-    return settings.steps * (1 + heldout_folds(settings, n_annotated))
+def total_steps(settings: FinetuneSettings, n_annotated: int,
+                learns_new_classes: bool = False) -> int:
+    """Optimiser steps of a round: the final model's plus every held-out fold's.
+
+    ``learns_new_classes`` decides the steps left to the task (see
+    :meth:`FinetuneSettings.for_task`).
+    """
+    steps = settings.for_task(learns_new_classes).steps or 0
+    return steps * (1 + heldout_folds(settings, n_annotated))
+
+
+def learns_new_classes(drawn: Sequence[int], class_names: Sequence[str],
+                       base_class_names: Sequence[str] | None, base_num_classes: int) -> bool:
+    """Whether a drawn class is one the starting model has no output row for.
+
+    Parameters
+    ----------
+    drawn : sequence of int
+        Label values present on the annotated pixels.
+    class_names : sequence of str
+        Names of the round's classes.
+    base_class_names : sequence of str or None
+        Names of the starting model's classes (rows are matched by name); None matches rows
+        by index, as :func:`finetune_iter` does.
+    base_num_classes : int
+        Outputs of the starting model.
+    """
+    kept = set(_kept_rows(list(class_names), base_class_names, base_num_classes).values())
+    return any(int(c) not in kept for c in drawn)
 
 
 def annotated_slices(labels: np.ndarray, ignore_label: int | None = None) -> list[int]:
@@ -101,9 +128,9 @@ def _check_inputs(image: np.ndarray | LazyArray, labels: np.ndarray,
 
 
 __all__ = [
-    "CORRECTION_LR", "FROM_SCRATCH_LR", "FROM_SCRATCH_STEPS", "MAX_LABEL", "NEW_CLASS_LR",
-    "FinetuneResult", "FinetuneSettings", "annotated_slices", "finetune", "finetune_iter",
-    "heldout_folds", "total_steps",
+    "CORRECTION_LR", "CORRECTION_STEPS", "FROM_SCRATCH_LR", "FROM_SCRATCH_STEPS", "MAX_LABEL",
+    "NEW_CLASS_LR", "NEW_CLASS_STEPS", "FinetuneResult", "FinetuneSettings", "annotated_slices",
+    "finetune", "finetune_iter", "heldout_folds", "learns_new_classes", "total_steps",
 ]
 
 #: Largest label value: predictions are stored as uint8 (one class per value, 0..255).
@@ -241,6 +268,9 @@ def finetune_iter(
     top = int(ys[valid].max()) if bool(valid.any()) else 0
     names = _class_names(top, net, class_names)
     kept = _kept_rows(names, base_class_names, net.config.num_classes)
+    drawn = np.unique(ys[valid].numpy()).tolist()
+    settings = settings.for_task(learns_new_classes(drawn, names, base_class_names,
+                                                    net.config.num_classes))
     folds = heldout_folds(settings, len(chosen))
     total = total_steps(settings, len(chosen))
 
@@ -258,10 +288,6 @@ def finetune_iter(
     everything = list(range(len(chosen)))
     before = pooled_dice([counts(start, everything, kept)], names)
     new_classes = _adapt_head(start, names, kept)
-    if settings.lr is None or settings.lr <= 0:
-        drawn = set(np.unique(ys[valid].numpy()).tolist())
-        settings = replace(settings, lr=NEW_CLASS_LR if drawn & set(new_classes)
-                           else CORRECTION_LR)
 
     def prepare(model: SegmentationNet, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> None:
         if settings.fit_head_first:

@@ -6,15 +6,20 @@ back), kept apart from the round itself (:mod:`.finetune`), which re-exports bot
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .nets import SegmentationNet
 
-#: Learning rates chosen when :attr:`FinetuneSettings.lr` is None (measured in BENCHMARKS.md).
-NEW_CLASS_LR = 2e-3
+#: Learning rates and steps chosen when :attr:`FinetuneSettings.lr` / ``steps`` are None
+#: (measured in BENCHMARKS.md): a class the starting model does not know is learned from its
+#: head row up, which takes a larger step and three times as many of them; correcting the
+#: model's own classes takes small steps, so it does not stray far from what it knows.
+NEW_CLASS_LR = 1e-2
+NEW_CLASS_STEPS = 300
 CORRECTION_LR = 1e-3
+CORRECTION_STEPS = 100
 #: Steps and learning rate of :meth:`FinetuneSettings.from_scratch`.
 FROM_SCRATCH_STEPS = 600
 FROM_SCRATCH_LR = 3e-3
@@ -26,14 +31,15 @@ class FinetuneSettings:
 
     Attributes
     ----------
-    steps : int
-        Optimiser steps (of the final model, and of each held-out fold).
+    steps : int or None
+        Optimiser steps (of the final model, and of each held-out fold). None (default)
+        chooses by the task, as ``lr``: :data:`NEW_CLASS_STEPS` or :data:`CORRECTION_STEPS`.
     lr : float or None
         Peak learning rate of the decoder and head (Adam, cosine decay after a warm-up).
         None (default) chooses by the task: :data:`NEW_CLASS_LR` when the annotations hold a
         class the starting model does not know (it must learn new features), else
         :data:`CORRECTION_LR` (it is being corrected on its own classes, and should not stray
-        far from what it knows: see BENCHMARKS.md).
+        far from what it knows: see BENCHMARKS.md). See :meth:`for_task`.
     encoder_lr_factor : float
         The encoder's learning rate relative to ``lr``; 0 freezes the encoder.
     batch_size : int
@@ -66,7 +72,7 @@ class FinetuneSettings:
         Seed for sampling and augmentation.
     """
 
-    steps: int = 100
+    steps: int | None = None
     lr: float | None = None
     encoder_lr_factor: float = 0.1
     batch_size: int = 4
@@ -85,6 +91,20 @@ class FinetuneSettings:
     def to_dict(self) -> dict:
         """Return the settings as a JSON-serialisable dict."""
         return asdict(self)
+
+    def for_task(self, learns_new_classes: bool) -> FinetuneSettings:
+        """Return a copy with the steps and learning rate left to the task filled in.
+
+        Parameters
+        ----------
+        learns_new_classes : bool
+            Whether the annotations hold a class the starting model has no output for.
+        """
+        steps = self.steps if self.steps and self.steps > 0 else (
+            NEW_CLASS_STEPS if learns_new_classes else CORRECTION_STEPS)
+        lr = self.lr if self.lr and self.lr > 0 else (
+            NEW_CLASS_LR if learns_new_classes else CORRECTION_LR)
+        return replace(self, steps=steps, lr=lr)
 
     @classmethod
     def from_scratch(cls, **overrides) -> FinetuneSettings:

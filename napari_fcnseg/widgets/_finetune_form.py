@@ -66,10 +66,13 @@ class FinetuneForm(QWidget):
         self.model_combo = model_combo
         self.model_combo.setToolTip("The model to start from; it is never changed: the result "
                                     "is saved as a new model.")
-        self.steps_spin = QSpinBox(minimum=1, maximum=100_000, value=defaults.steps)
+        self.steps_spin = QSpinBox(minimum=0, maximum=100_000, value=defaults.steps or 0)
+        self.steps_spin.setSpecialValueText("auto")  # 0 = chosen by the task (core.finetune)
         self.steps_spin.setToolTip(
-            "How many training passes over the annotated slices. More steps fit them more "
-            "closely, take longer, and past a point only memorise them.")
+            "How many training passes over the annotated slices. 'auto': more when your "
+            "labels add classes the model does not know (it learns them from scratch), fewer "
+            "when you correct its own classes. More steps fit the slices more closely, take "
+            "longer, and past a point only memorise them.")
         self.lr_spin = QDoubleSpinBox(decimals=5, minimum=0.0, maximum=0.1, singleStep=1e-4,
                                       value=defaults.lr or 0.0)
         self.lr_spin.setSpecialValueText("auto")  # 0 = chosen by the task (core.finetune)
@@ -119,8 +122,8 @@ class FinetuneForm(QWidget):
         from napari_fcnseg.core.finetune import FinetuneSettings
 
         folds = FinetuneSettings.holdout_folds if self.heldout_check.isChecked() else 0
-        return FinetuneSettings(steps=self.steps_spin.value(), lr=self.lr_spin.value() or None,
-                                holdout_folds=folds)
+        return FinetuneSettings(steps=self.steps_spin.value() or None,
+                                lr=self.lr_spin.value() or None, holdout_folds=folds)
 
     def show_estimate(self, n_slices: int) -> None:
         """Show how long a round on ``n_slices`` annotated slices will take, roughly."""
@@ -131,8 +134,17 @@ class FinetuneForm(QWidget):
         from napari_fcnseg.core.finetune import total_steps
 
         per_step = self.seconds_per_step or PRIOR_SECONDS_PER_STEP
-        seconds = round(per_step * total_steps(self.settings(), n_slices))
+        settings = self.settings()
+        seconds = round(per_step * total_steps(settings, n_slices))
         basis = ("from this session's last round" if self.seconds_per_step else
                  "a rough figure for a 2-core laptop; the first round measures it")
-        text = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-        self.estimate_label.setText(f"Takes about {text} on {n_slices} slice(s) ({basis}).")
+        text = f"Takes about {_duration(seconds)} on {n_slices} slice(s)"
+        if settings.steps is None:  # 'auto': longer when the labels add classes
+            longer = round(per_step * total_steps(settings, n_slices, learns_new_classes=True))
+            text += f", about {_duration(longer)} when your labels add new classes"
+        self.estimate_label.setText(f"{text} ({basis}).")
+
+
+def _duration(seconds: int) -> str:
+    """``seconds`` as 'N s' or 'M min SS s'."""
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -117,6 +117,7 @@ def prepare_round(store: ModelStore, image: Image, labels: Labels, slices: list[
     FinetuneError
         In plain words, for anything that keeps the round from starting.
     """
+    from napari_fcnseg.core.finetune import learns_new_classes
     from napari_fcnseg.core.store import ModelError, sanitize_name
 
     data, used = copy_training_labels(image, labels, slices)
@@ -154,6 +155,11 @@ def prepare_round(store: ModelStore, image: Image, labels: Labels, slices: list[
     if strokes is not None:
         data, ignore = strokes_only(data, slices, strokes, set(state.reviewed)
                                     if state else set())
+    marked = data.reshape(-1, *data.shape[-2:])[slices]
+    drawn = np.unique(marked if ignore is None else marked[marked != ignore]).tolist()
+    # steps and rate left to the task are fixed here, so the bar and the curve know the length
+    settings = settings.for_task(learns_new_classes(drawn, names, model_classes,
+                                                    len(model_classes)))
     return {"image": image_array(image), "labels": data, "ignore_label": ignore,
             "slices": slices, "class_names": names, "settings": settings,
             "modality": str(image.metadata.get(MODALITY_KEY, "auto")),

@@ -5,10 +5,16 @@ import torch
 from napari_fcnseg.core import finetune as ft
 from napari_fcnseg.core import training
 from napari_fcnseg.core.finetune import (
+    CORRECTION_LR,
+    CORRECTION_STEPS,
+    NEW_CLASS_LR,
+    NEW_CLASS_STEPS,
     FinetuneSettings,
     annotated_slices,
     finetune,
     finetune_iter,
+    learns_new_classes,
+    total_steps,
 )
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume
 
@@ -156,10 +162,30 @@ def test_a_class_new_to_the_model_is_predicted_on_its_training_slices():
     annotated = [z for z in range(6) if (labels[z] == 3).any()][:3]
     res = finetune(bundled.net, ct.image, labels, slices=annotated, class_names=names,
                    base_class_names=bundled.class_names,
-                   settings=FinetuneSettings(steps=15, crop=160, holdout_folds=0))
+                   settings=FinetuneSettings(steps=40, crop=160, holdout_folds=0))
+    assert res.settings["lr"] == NEW_CLASS_LR  # chosen by the task: a class to learn
     assert res.dice_before["tumour"] == 0.0  # the starting model cannot name it
     assert res.dice_train["tumour"] > 0.6
     assert res.dice_train["organ"] > 0.8
+
+
+def test_steps_and_rate_left_to_the_task_follow_whether_a_class_is_new():
+    auto = FinetuneSettings()
+    assert auto.steps is None and auto.lr is None
+    learn, correct = auto.for_task(True), auto.for_task(False)
+    assert (learn.steps, learn.lr) == (NEW_CLASS_STEPS, NEW_CLASS_LR)
+    assert (correct.steps, correct.lr) == (CORRECTION_STEPS, CORRECTION_LR)
+    assert NEW_CLASS_STEPS > CORRECTION_STEPS and NEW_CLASS_LR > CORRECTION_LR
+    given = FinetuneSettings(steps=7, lr=5e-4).for_task(True)  # what a user sets is kept
+    assert (given.steps, given.lr) == (7, 5e-4)
+    assert total_steps(auto, 3) == CORRECTION_STEPS * 4  # the final model + 3 folds
+    assert total_steps(auto, 3, learns_new_classes=True) == NEW_CLASS_STEPS * 4
+    base = ["background", "organ", "lesion"]
+    assert not learns_new_classes([0, 2], base, base, 3)
+    assert learns_new_classes([0, 1], ["background", "liver"], base, 3)  # matched by name
+    assert not learns_new_classes([0, 1], ["background", "liver"], None, 3)  # by index
+    assert learns_new_classes([3], [*base, "vessel"], None, 3)
+    assert not learns_new_classes([0, 1], [*base, "vessel"], base, 3)  # named, not drawn
 
 
 def test_head_fitting_alone_makes_a_new_class_emerge():
