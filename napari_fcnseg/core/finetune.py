@@ -299,7 +299,7 @@ def finetune_iter(
     outcome = yield from train_iter(model, xs, ys, valid, settings, dev, total=total)
     train_dice = pooled_dice([counts(model, everything)], names)
     fold_counts = yield from kfold_iter(start, xs, ys, valid, settings, dev, prepare, counts,
-                                        step_offset=settings.steps, total=total)
+                                        step_offset=settings.steps or 0, total=total)
     after = pooled_dice(fold_counts, names) if fold_counts else {}
     model = model.cpu().eval()
     return FinetuneResult(model, names, chosen, before, after, train_dice, outcome.steps,
