@@ -135,16 +135,17 @@ class FinetuneForm(QWidget):
 
         per_step = self.seconds_per_step or PRIOR_SECONDS_PER_STEP
         settings = self.settings()
-        seconds = round(per_step * total_steps(settings, n_slices))
+        seconds = per_step * total_steps(settings, n_slices)
         basis = ("from this session's last round" if self.seconds_per_step else
                  "a rough figure for a 2-core laptop; the first round measures it")
-        text = f"Takes about {_duration(seconds)} on {n_slices} slice(s)"
+        text = f"Takes about {format_duration(seconds)} on {n_slices} slice(s)"
         if settings.steps is None:  # 'auto': longer when the labels add classes
-            longer = round(per_step * total_steps(settings, n_slices, learns_new_classes=True))
-            text += f", about {_duration(longer)} when your labels add new classes"
+            longer = per_step * total_steps(settings, n_slices, learns_new_classes=True)
+            text += f", about {format_duration(longer)} when your labels add new classes"
         self.estimate_label.setText(f"{text} ({basis}).")
 
 
-def _duration(seconds: int) -> str:
-    """``seconds`` as 'N s' or 'M min SS s'."""
+def format_duration(seconds: float) -> str:
+    """``seconds``, rounded, as 'N s' or 'M min SS s'."""
+    seconds = max(0, round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -28,7 +28,7 @@ from napari_fcnseg.core.review import METADATA_KEY, protected_slices
 from napari_fcnseg.core.slices import slice_count
 
 from ._common import is_alive, notify_info
-from ._finetune_form import STROKES_ONLY, FinetuneForm
+from ._finetune_form import STROKES_ONLY, FinetuneForm, format_duration
 from ._finetune_job import finetune_work, prepare_round
 from ._finetune_report import dice_table, verdict
 from ._job import BackgroundJob
@@ -51,11 +51,6 @@ CANCELLED_MESSAGE = "Fine-tuning cancelled; the model is unchanged"
 
 class FinetuneCancelled(concurrent.futures.CancelledError):
     """Fine-tuning was cancelled by the user; nothing was saved."""
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _from_review(name: str, settable: bool = False) -> property:
@@ -311,7 +306,7 @@ class FinetuneWidget(QWidget):
         else:
             per_step = (now - self._t_first) / (record.step - 1)
             self.form.seconds_per_step = per_step  # for the next round's estimate
-            eta = f"about {_duration(per_step * (record.total - record.step))} left"
+            eta = f"about {format_duration(per_step * (record.total - record.step))} left"
         self.progress_bar.setRange(0, max(1, record.total))
         self.progress_bar.setValue(record.step)
         if record.message.startswith("held-out"):  # a fold: not the saved model's curve
