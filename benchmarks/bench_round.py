@@ -1,0 +1,79 @@
+"""How long the product's default fine-tuning round takes on 512 x 512 slices.
+
+    python benchmarks/bench_round.py                 # Markdown table
+    python benchmarks/bench_round.py --no-heldout    # the final model only
+
+A round is timed as the widget and ``napari-fcnseg finetune`` run it: default
+:class:`~napari_fcnseg.core.finetune.FinetuneSettings` (steps and rates by task, the held-out
+check on), from the bundled model, two CPU threads. Four rounds:
+
+* ``lung1`` (the pyradiomics CT of bench_learning.py, 512 x 512, 2 nodule slices + 1 reviewed
+  empty slice), once as a correction (the nodule labelled as the model's own "lesion") and once
+  as a class the model does not know ("nodule");
+* a generated CT of 8 x 512 x 512 (:func:`~napari_fcnseg.core.phantoms.generate_volume`, seed
+  300004), 5 annotated slices, as a correction (organ / lesion) and with both classes renamed
+  ("liver" / "tumour"), so the round learns them as new classes.
+
+Only the time and the number of optimiser steps are reported; Dice is bench_learning.py's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_learning as bl  # noqa: E402
+
+from napari_fcnseg.core.finetune import FinetuneSettings, finetune  # noqa: E402
+from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume  # noqa: E402
+from napari_fcnseg.core.store import ModelStore  # noqa: E402
+
+
+def _rounds(cache: Path) -> list[tuple[str, np.ndarray, np.ndarray, list[int], list[str], str]]:
+    lung = bl.load_case("lung1", cache)
+    ct = generate_volume("CT", (8, 512, 512), 300_004)
+    generated = bl.spread(bl.foreground_slices(ct.labels), 5)
+    return [
+        ("lung1, correction", lung.image, lung.labels, lung.annotated, lung.class_names, "ct"),
+        ("lung1, new class", lung.image, (lung.labels == 2).astype(np.uint8), lung.annotated,
+         ["background", "nodule"], "ct"),
+        ("generated CT, correction", ct.image, ct.labels, generated, list(CLASS_NAMES), "ct"),
+        ("generated CT, new classes", ct.image, ct.labels, generated,
+         ["background", "liver", "tumour"], "ct"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-heldout", action="store_true", help="time the final model only")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    start = ModelStore().load("bundled")
+    cache = (args.cache_dir or Path(os.environ.get(bl.CACHE_ENV) or bl.DEFAULT_CACHE)
+             ).expanduser()
+    settings = FinetuneSettings(holdout_folds=0) if args.no_heldout else FinetuneSettings()
+    print("| round | annotated slices | steps (final + folds) | seconds |")
+    print("|---|---|---|---|")
+    for label, image, labels, annotated, names, modality in _rounds(cache):
+        sparse = np.zeros_like(labels)
+        sparse[annotated] = labels[annotated]
+        t = time.perf_counter()
+        result = finetune(start.net, image, sparse, slices=annotated, class_names=names,
+                          base_class_names=start.class_names, settings=settings,
+                          modality=modality)
+        seconds = time.perf_counter() - t
+        steps = result.steps * (1 + result.folds)
+        print(f"| {label} | {len(annotated)} of {image.shape[-2]} x {image.shape[-1]} | "
+              f"{result.steps} x {1 + result.folds} = {steps} | {seconds:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
