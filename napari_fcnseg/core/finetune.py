@@ -12,10 +12,8 @@ The recipe, chosen for learning from one to five slices without memorising them:
 - crops are centred on each annotated class in turn, so small structures are in every batch;
 - orientation-preserving augmentation (small rotations, scaling, shear, left-right flip, blur,
   gamma, contrast and noise);
-- BatchNorm statistics stay fixed; when the round corrects the model's own classes, the
-  encoder learns ten times slower than the decoder and head and an L2 pull towards the
-  starting weights (L2-SP) limits forgetting; when it learns classes the model does not know,
-  the encoder learns at 0.3 of the rate and is not pulled back (it needs new features);
+- the encoder learns ten times slower than the decoder and head, BatchNorm statistics stay
+  fixed, and an L2 pull towards the starting weights (L2-SP) limits forgetting;
 - a NaN or exploding loss stops training and keeps the last good weights.
 
 Dice is reported honestly (:mod:`~napari_fcnseg.core.holdout`): the starting model on the
@@ -35,14 +33,10 @@ import torch
 from .arrays import LazyArray, as_image, read_with_context
 from .device import pick_device
 from .finetune_config import (
-    CORRECTION_ANCHOR_WEIGHT,
-    CORRECTION_ENCODER_LR_FACTOR,
     CORRECTION_LR,
     CORRECTION_STEPS,
     FROM_SCRATCH_LR,
     FROM_SCRATCH_STEPS,
-    NEW_CLASS_ANCHOR_WEIGHT,
-    NEW_CLASS_ENCODER_LR_FACTOR,
     NEW_CLASS_LR,
     NEW_CLASS_STEPS,
     FinetuneResult,
@@ -134,11 +128,9 @@ def _check_inputs(image: np.ndarray | LazyArray, labels: np.ndarray,
 
 
 __all__ = [
-    "CORRECTION_ANCHOR_WEIGHT", "CORRECTION_ENCODER_LR_FACTOR", "CORRECTION_LR",
-    "CORRECTION_STEPS", "FROM_SCRATCH_LR", "FROM_SCRATCH_STEPS", "MAX_LABEL",
-    "NEW_CLASS_ANCHOR_WEIGHT", "NEW_CLASS_ENCODER_LR_FACTOR", "NEW_CLASS_LR", "NEW_CLASS_STEPS",
-    "FinetuneResult", "FinetuneSettings", "annotated_slices", "finetune", "finetune_iter",
-    "heldout_folds", "learns_new_classes", "total_steps",
+    "CORRECTION_LR", "CORRECTION_STEPS", "FROM_SCRATCH_LR", "FROM_SCRATCH_STEPS", "MAX_LABEL",
+    "NEW_CLASS_LR", "NEW_CLASS_STEPS", "FinetuneResult", "FinetuneSettings", "annotated_slices",
+    "finetune", "finetune_iter", "heldout_folds", "learns_new_classes", "total_steps",
 ]
 
 #: Largest label value: predictions are stored as uint8 (one class per value, 0..255).

@@ -20,15 +20,6 @@ NEW_CLASS_LR = 1e-2
 NEW_CLASS_STEPS = 300
 CORRECTION_LR = 1e-3
 CORRECTION_STEPS = 100
-#: Encoder rate (relative to the learning rate) and L2-SP pull chosen when they are None: a
-#: round that learns new classes needs features for them, so its encoder learns at 0.3 of the
-#: rate and nothing pulls it back to the starting weights (held-out Dice on real CT and MR
-#: +0.006 to +0.03 over 0.1 and 1e-3, three seeds, BENCHMARKS.md); a correction round keeps
-#: the encoder slow and pulled towards the model it corrects, which limits forgetting.
-NEW_CLASS_ENCODER_LR_FACTOR = 0.3
-NEW_CLASS_ANCHOR_WEIGHT = 0.0
-CORRECTION_ENCODER_LR_FACTOR = 0.1
-CORRECTION_ANCHOR_WEIGHT = 1e-3
 #: Steps and learning rate of :meth:`FinetuneSettings.from_scratch`.
 FROM_SCRATCH_STEPS = 600
 FROM_SCRATCH_LR = 3e-3
@@ -49,10 +40,8 @@ class FinetuneSettings:
         class the starting model does not know (it must learn new features), else
         :data:`CORRECTION_LR` (it is being corrected on its own classes, and should not stray
         far from what it knows: see BENCHMARKS.md). See :meth:`for_task`.
-    encoder_lr_factor : float or None
-        The encoder's learning rate relative to ``lr``; 0 freezes the encoder. None (default)
-        chooses by the task, as ``lr``: :data:`NEW_CLASS_ENCODER_LR_FACTOR` or
-        :data:`CORRECTION_ENCODER_LR_FACTOR`.
+    encoder_lr_factor : float
+        The encoder's learning rate relative to ``lr``; 0 freezes the encoder.
     batch_size : int
         Crops per step.
     crop : int
@@ -60,10 +49,8 @@ class FinetuneSettings:
         annotated class in turn.
     random_crop_fraction : float
         Fraction of the crops placed uniformly at random instead of on a class.
-    anchor_weight : float or None
-        Strength of the pull towards the starting weights (L2-SP); 0 disables it. None
-        (default) chooses by the task: :data:`NEW_CLASS_ANCHOR_WEIGHT` or
-        :data:`CORRECTION_ANCHOR_WEIGHT`.
+    anchor_weight : float
+        Strength of the pull towards the starting weights (L2-SP); 0 disables it.
     fit_head_first : bool
         Fit the head rows of classes new to the model on frozen features before training.
     augment : {"anatomical", "any"}
@@ -87,11 +74,11 @@ class FinetuneSettings:
 
     steps: int | None = None
     lr: float | None = None
-    encoder_lr_factor: float | None = None
+    encoder_lr_factor: float = 0.1
     batch_size: int = 4
     crop: int = 192
     random_crop_fraction: float = 0.25
-    anchor_weight: float | None = None
+    anchor_weight: float = 1e-3
     fit_head_first: bool = True
     augment: str = "anatomical"
     holdout_folds: int = 3
@@ -106,10 +93,7 @@ class FinetuneSettings:
         return asdict(self)
 
     def for_task(self, learns_new_classes: bool) -> FinetuneSettings:
-        """Return a copy with the steps, rates and L2-SP pull left to the task filled in.
-
-        A value the caller set is kept (for ``steps`` and ``lr``, a positive one; for the
-        encoder factor and the pull, any value, 0 included).
+        """Return a copy with the steps and learning rate left to the task filled in.
 
         Parameters
         ----------
@@ -120,16 +104,7 @@ class FinetuneSettings:
             NEW_CLASS_STEPS if learns_new_classes else CORRECTION_STEPS)
         lr = self.lr if self.lr and self.lr > 0 else (
             NEW_CLASS_LR if learns_new_classes else CORRECTION_LR)
-        encoder = self.encoder_lr_factor if self.encoder_lr_factor is not None else (
-            NEW_CLASS_ENCODER_LR_FACTOR if learns_new_classes else CORRECTION_ENCODER_LR_FACTOR)
-        anchor = self.anchor_weight if self.anchor_weight is not None else (
-            NEW_CLASS_ANCHOR_WEIGHT if learns_new_classes else CORRECTION_ANCHOR_WEIGHT)
-        return replace(self, steps=steps, lr=lr, encoder_lr_factor=encoder, anchor_weight=anchor)
-
-    @property
-    def resolved(self) -> bool:
-        """Whether nothing is left to the task (see :meth:`for_task`)."""
-        return None not in (self.steps, self.lr, self.encoder_lr_factor, self.anchor_weight)
+        return replace(self, steps=steps, lr=lr)
 
     @classmethod
     def from_scratch(cls, **overrides) -> FinetuneSettings:

@@ -85,9 +85,6 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
         Steps completed and, if the loss diverged, why training stopped (the last good weights
         are restored).
     """
-    if not settings.resolved:
-        raise ValueError("the settings leave steps, rates or the L2-SP pull to the task: "
-                         "pass settings.for_task(...)")
     steps = settings.steps
     total = total or steps
     anchors = {n: p.detach().clone() for n, p in model.named_parameters()

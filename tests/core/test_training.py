@@ -15,8 +15,7 @@ def _trained(blend: float) -> tuple[dict, dict]:
     xs = torch.rand(2, 3, 64, 64)
     ys = (xs[:, 1] > 0.5).long()
     valid = torch.ones_like(ys, dtype=torch.bool)
-    settings = FinetuneSettings(steps=5, crop=64, lr=1e-2, blend_start=blend,
-                                encoder_lr_factor=1.0, anchor_weight=1e-3)
+    settings = FinetuneSettings(steps=5, crop=64, lr=1e-2, blend_start=blend, encoder_lr_factor=1.0)
     run_to_completion(train_iter(net, xs, ys, valid, settings, torch.device("cpu")))
     return start, net.state_dict()
 
