@@ -60,6 +60,10 @@ them in the repository):
   sample shape 32 x 256 x 256): seeds 300000 (CT) / 300001 (MR), next case 300002 / 300003.
   The shipped samples use seeds 0 / 1, which are in the bundled model's training seeds
   (0..119, see its model card), so held-out seeds are used instead.
+* ``generated-ct-new``: the generated CT with its classes renamed "liver" / "tumour", so the
+  round learns both from their head rows up, as for a user's own structures; its next case
+  shows whether classes learned from a few slices carry over to another case (the real cases
+  are single volumes).
 
 Orientation: every volume is reoriented (nibabel orientation tools, from the NIfTI affine or
 the NRRD space directions) to (Z, Y, X) = (inferior->superior, anterior->posterior,
@@ -163,10 +167,13 @@ ABDOMEN_CLASSES = {  # class name -> TotalSegmentator "total" task label values
     "liver": (5,), "spleen": (1,), "kidney": (2, 3), "stomach": (6,), "aorta": (52,),
     "vertebra": (30, 31, 32, 33)}
 GENERATED = {"generated-ct": ("CT", 300_000, 300_002), "generated-mr": ("MR", 300_001, 300_003)}
+#: The generated CT with its classes renamed, so the round learns them as new classes: the only
+#: case where a class learned from scratch is scored on another case (cross-case generalisation).
+RENAMED = {"generated-ct-new": ("generated-ct", ["background", "liver", "tumour"])}
 MODALITY = {"spine-ct": "ct", "spine-mr": "mr", "lung1": "ct", "brain2": "mr", "breast1": "mr",
             "abdomen-ct": "ct", "generated-ct": "ct", "generated-mr": "mr"}
-ALL_CASES = ("generated-ct", "generated-mr", "spine-ct", "spine-mr", "abdomen-ct", "lung1",
-             "brain2", "breast1")
+ALL_CASES = ("generated-ct", "generated-mr", "generated-ct-new", "spine-ct", "spine-mr",
+             "abdomen-ct", "lung1", "brain2", "breast1")
 QUICK_CASES = ("generated-mr", "spine-mr", "breast1")
 
 
@@ -278,6 +285,11 @@ def tumour_slices(labels: np.ndarray) -> list[int]:
 
 
 def load_case(name: str, cache: Path) -> Case:
+    if name in RENAMED:
+        original, names = RENAMED[name]
+        case = load_case(original, cache)
+        return dataclasses.replace(case, name=name, class_names=list(names), start_classes=False,
+                                   source=f"{case.source}; classes renamed {names[1:]}")
     if name in GENERATED:
         modality, seed, next_seed = GENERATED[name]
         shape = (32, 256, 256)
