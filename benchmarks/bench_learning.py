@@ -284,6 +284,18 @@ def tumour_slices(labels: np.ndarray) -> list[int]:
     return sorted(chosen)
 
 
+def cache_dir(given: Path | None = None) -> Path:
+    """The data cache: ``given``, else ``$NAPARI_FCNSEG_BENCH_CACHE``, else the default."""
+    return (given or Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)).expanduser()
+
+
+def annotated_only(labels: np.ndarray, annotated: list[int]) -> np.ndarray:
+    """``labels`` on the ``annotated`` slices, 0 everywhere else (what a round is given)."""
+    sparse = np.zeros_like(labels)
+    sparse[annotated] = labels[annotated]
+    return sparse
+
+
 def load_case(name: str, cache: Path) -> Case:
     if name in RENAMED:
         original, names = RENAMED[name]
@@ -461,8 +473,7 @@ def _run_start(case: Case, label: str, start, rest: list[int], settings: Finetun
     if case.start_classes:
         rows.append({"method": f"{label or 'bundled'} (start)", "train_s": 0.0,
                      **run_network(start_net, case, rest, device)})
-    sparse = np.zeros_like(case.labels)
-    sparse[case.annotated] = case.labels[case.annotated]
+    sparse = annotated_only(case.labels, case.annotated)
     extra = {}
     if "base_class_names" in inspect.signature(finetune_iter).parameters:
         extra["base_class_names"] = start.class_names  # head rows matched by name, not index
@@ -525,7 +536,7 @@ def main() -> None:
                              "with their card beside (several: compared in the same run)")
     args = parser.parse_args()
 
-    cache = (args.cache_dir or Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)).expanduser()
+    cache = cache_dir(args.cache_dir)
     names = (args.cases.split(",") if args.cases else
              list(QUICK_CASES if args.quick else ALL_CASES))
     steps = args.steps or (10 if args.quick else None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,13 +36,11 @@ def main() -> None:
     torch.set_num_threads(2)
     variants = json.loads(args.variants)
     start = ModelStore().load("bundled")
-    cache = (args.cache_dir or Path(os.environ.get(bl.CACHE_ENV) or bl.DEFAULT_CACHE)
-             ).expanduser()
+    cache = bl.cache_dir(args.cache_dir)
     for name in args.cases.split(","):
         case = bl.load_case(name, cache)
         rest = [z for z in range(len(case.image)) if z not in case.annotated]
-        sparse = np.zeros_like(case.labels)
-        sparse[case.annotated] = case.labels[case.annotated]
+        sparse = bl.annotated_only(case.labels, case.annotated)
         for label, overrides in variants.items():
             settings = FinetuneSettings(**{"holdout_folds": 0, **overrides})
             t = time.perf_counter()

@@ -5,7 +5,8 @@
 
 A round is timed as the widget and ``napari-fcnseg finetune`` run it: default
 :class:`~napari_fcnseg.core.finetune.FinetuneSettings` (steps and rates by task, the held-out
-check on), from the bundled model, two CPU threads. Four rounds:
+check on), from the bundled model, with the package's thread count
+(``$NAPARI_FCNSEG_THREADS`` or all cores). Four rounds:
 
 * ``lung1`` (the pyradiomics CT of bench_learning.py, 512 x 512, 2 nodule slices + 1 reviewed
   empty slice), once as a correction (the nodule labelled as the model's own "lesion") and once
@@ -20,17 +21,16 @@ Only the time and the number of optimiser steps are reported; Dice is bench_lear
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_learning as bl  # noqa: E402
 
+from napari_fcnseg.core.device import configure_threads  # noqa: E402
 from napari_fcnseg.core.finetune import FinetuneSettings, finetune  # noqa: E402
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume  # noqa: E402
 from napari_fcnseg.core.store import ModelStore  # noqa: E402
@@ -55,16 +55,15 @@ def main() -> None:
     parser.add_argument("--no-heldout", action="store_true", help="time the final model only")
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    threads = configure_threads()
     start = ModelStore().load("bundled")
-    cache = (args.cache_dir or Path(os.environ.get(bl.CACHE_ENV) or bl.DEFAULT_CACHE)
-             ).expanduser()
+    cache = bl.cache_dir(args.cache_dir)
     settings = FinetuneSettings(holdout_folds=0) if args.no_heldout else FinetuneSettings()
+    print(f"{threads} torch threads\n")
     print("| round | annotated slices | steps (final + folds) | seconds |")
     print("|---|---|---|---|")
     for label, image, labels, annotated, names, modality in _rounds(cache):
-        sparse = np.zeros_like(labels)
-        sparse[annotated] = labels[annotated]
+        sparse = bl.annotated_only(labels, annotated)
         t = time.perf_counter()
         result = finetune(start.net, image, sparse, slices=annotated, class_names=names,
                           base_class_names=start.class_names, settings=settings,
