@@ -2,6 +2,7 @@
 
     python benchmarks/bench_round.py                 # Markdown table
     python benchmarks/bench_round.py --no-heldout    # the final model only
+    python benchmarks/bench_round.py --precisions auto   # the default precision only
 
 A round is timed as the widget and ``napari-fcnseg finetune`` run it: default
 :class:`~napari_fcnseg.core.finetune.FinetuneSettings` (steps and rates by task, the held-out
@@ -15,7 +16,10 @@ check on), from the bundled model, with the package's thread count
   300004), 5 annotated slices, as a correction (organ / lesion) and with both classes renamed
   ("liver" / "tumour"), so the round learns them as new classes.
 
-Only the time and the number of optimiser steps are reported; Dice is bench_learning.py's job.
+Each round runs once per training precision (``--precisions``, default float32 then the
+default "auto", which is bfloat16 on CPUs that compute it natively), side by side, so their
+ratio is measured in one run on the same machine. Only the time and the number of optimiser
+steps are reported; Dice is bench_learning.py's job (bench_recipe.py compares precisions).
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_learning as bl  # noqa: E402
 
-from napari_fcnseg.core.device import configure_threads  # noqa: E402
+from napari_fcnseg.core.device import configure_threads, training_dtype  # noqa: E402
 from napari_fcnseg.core.finetune import FinetuneSettings, finetune  # noqa: E402
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume  # noqa: E402
 from napari_fcnseg.core.store import ModelStore  # noqa: E402
@@ -53,25 +58,36 @@ def _rounds(cache: Path) -> list[tuple[str, np.ndarray, np.ndarray, list[int], l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-heldout", action="store_true", help="time the final model only")
+    parser.add_argument("--precisions", default="float32,auto",
+                        help="comma-separated FinetuneSettings.precision values to time")
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     threads = configure_threads()
     start = ModelStore().load("bundled")
     cache = bl.cache_dir(args.cache_dir)
-    settings = FinetuneSettings(holdout_folds=0) if args.no_heldout else FinetuneSettings()
+    precisions = args.precisions.split(",")
+    cpu = torch.device("cpu")
+    named = [f"{p} ({str(training_dtype(p, cpu)).removeprefix('torch.')})" if p == "auto" else p
+             for p in precisions]
     print(f"{threads} torch threads\n")
-    print("| round | annotated slices | steps (final + folds) | seconds |")
-    print("|---|---|---|---|")
+    print("| round | annotated slices | steps (final + folds) | "
+          + " | ".join(f"seconds, {n}" for n in named) + " |")
+    print("|---|---|---|" + "---|" * len(precisions))
     for label, image, labels, annotated, names, modality in _rounds(cache):
         sparse = bl.annotated_only(labels, annotated)
-        t = time.perf_counter()
-        result = finetune(start.net, image, sparse, slices=annotated, class_names=names,
-                          base_class_names=start.class_names, settings=settings,
-                          modality=modality)
-        seconds = time.perf_counter() - t
+        times = []
+        for precision in precisions:
+            settings = FinetuneSettings(holdout_folds=0 if args.no_heldout else
+                                        FinetuneSettings.holdout_folds, precision=precision)
+            t = time.perf_counter()
+            result = finetune(start.net, image, sparse, slices=annotated, class_names=names,
+                              base_class_names=start.class_names, settings=settings,
+                              modality=modality)
+            times.append(time.perf_counter() - t)
         steps = result.steps * (1 + result.folds)
         print(f"| {label} | {len(annotated)} of {image.shape[-2]} x {image.shape[-1]} | "
-              f"{result.steps} x {1 + result.folds} = {steps} | {seconds:.1f} |", flush=True)
+              f"{result.steps} x {1 + result.folds} = {steps} | "
+              + " | ".join(f"{t:.1f}" for t in times) + " |", flush=True)
 
 
 if __name__ == "__main__":

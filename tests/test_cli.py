@@ -95,6 +95,17 @@ def test_finetune_saves_a_model_with_lineage(store, case, capsys):
     md = ModelStore().load("mine").metadata
     assert md["parent"] == "tiny" and md["slices"] == [1, 2]
     assert md["num_annotated_slices"] == 2 and md["hyperparameters"]["steps"] == 3
+    # the card says which precision was used, not "auto"
+    assert md["hyperparameters"]["precision"] in ("float32", "bfloat16")
+
+
+def test_finetune_precision_option_reaches_the_model_card(store, case, capsys):
+    img, lab, _ = case
+    code, _, _ = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
+                     "--slices", "1,2", "--base", "tiny", "--name", "exact", "--steps", "2",
+                     "--no-heldout", "--precision", "float32")
+    assert code == 0
+    assert ModelStore().load("exact").metadata["hyperparameters"]["precision"] == "float32"
 
 
 def test_models_list_export_import_delete(store, tmp_path, capsys):

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--from-scratch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="training precision (default auto: bfloat16 on CPUs that compute it "
+                        "natively, a round about a fifth faster; float32 elsewhere)")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="Dice, voxel counts and volumes per class")

@@ -72,7 +72,8 @@ def cmd_finetune(args) -> int:
     if classes is None:
         classes = list(base.class_names) or ["background"]
         classes += [f"class {c}" for c in range(len(classes), max(top + 1, 2))]
-    chosen = {"seed": args.seed, **({"steps": args.steps} if args.steps else {}),
+    chosen = {"seed": args.seed, "precision": args.precision,
+              **({"steps": args.steps} if args.steps else {}),
               **({"lr": args.lr} if args.lr else {})}
     if args.no_heldout:
         chosen["holdout_folds"] = 0

@@ -68,3 +68,43 @@ def pick_device(name: str | None = None) -> torch.device:
         raise ValueError(f"device {name!r} is not available on this machine ({', '.join(usable)})")
     configure_threads()
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions natively (faster than float32).
+
+    True on CPUs with AVX-512 BF16 or AMX instructions; False elsewhere, including CUDA and
+    MPS (their training stays in float32 here). On other CPUs bfloat16 is emulated and slower.
+    """
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The compute type of training on ``device`` for a precision setting.
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "bfloat16"}
+        ``"auto"`` picks bfloat16 where :func:`native_bfloat16` says it is native, else
+        float32. Weights, optimiser state and the loss stay float32 in every case; bfloat16
+        applies to the convolutions (autocast).
+    device : torch.device
+        Where training runs.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bfloat16" or (precision == "auto" and native_bfloat16(device)):
+        return torch.bfloat16
+    return torch.float32

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from .arrays import LazyArray, as_image, read_with_context
-from .device import pick_device
+from .device import pick_device, training_dtype
 from .finetune_config import (
     CORRECTION_LR,
     CORRECTION_STEPS,
@@ -271,6 +272,9 @@ def finetune_iter(
     drawn = np.unique(ys[valid].numpy()).tolist()
     settings = settings.for_task(learns_new_classes(drawn, names, base_class_names,
                                                     net.config.num_classes))
+    # the model card records the precision used, not "auto"
+    used = str(training_dtype(settings.precision, dev)).removeprefix("torch.")
+    settings = replace(settings, precision=used)
     folds = heldout_folds(settings, len(chosen))
     total = total_steps(settings, len(chosen))
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .adam import Adam, lr_factor
 from .augment import augment_batch
+from .device import training_dtype
 from .losses import dice_ce_loss, l2sp_penalty
 from .nets import SegmentationNet, pad_to_multiple
 from .progress import Progress
@@ -111,6 +112,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
     # channels-last convolutions are about a quarter faster on the CPU (as in predict)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(memory_format=layout)  # type: ignore[call-overload]
+    compute = training_dtype(getattr(settings, "precision", "float32"), device)
     model.train()
     if settings.freeze_norm_stats:
         _freeze_norm_stats(model)
@@ -121,7 +123,9 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
         pad = (0, x.shape[-1] - w, 0, x.shape[-2] - h)
         y, v = torch.nn.functional.pad(y, pad), torch.nn.functional.pad(v, pad)
         x, y, v = x.to(device).contiguous(memory_format=layout), y.to(device), v.to(device)
-        logits = model(x)
+        with torch.autocast(device.type, dtype=compute, enabled=compute != torch.float32):
+            logits = model(x)
+        logits = logits.float()
         loss = dice_ce_loss(logits, y, v)
         if settings.anchor_weight > 0:
             loss = loss + settings.anchor_weight * l2sp_penalty(model, anchors)
