@@ -16,9 +16,10 @@ check on), from the bundled model, with the package's thread count
   300004), 5 annotated slices, as a correction (organ / lesion) and with both classes renamed
   ("liver" / "tumour"), so the round learns them as new classes.
 
-Each round runs once per training precision (``--precisions``, default float32 then the
-default "auto", which is bfloat16 on CPUs that compute it natively), side by side, so their
-ratio is measured in one run on the same machine. Only the time and the number of optimiser
+With the held-out check, the time until the model is ready (saved and usable in the widget,
+before the check) is given in brackets. Each round runs once per training precision
+(``--precisions``, default float32 then the default "auto", which is bfloat16 on CPUs that
+compute it natively), side by side, so their ratio is measured in one run on the same machine. Only the time and the number of optimiser
 steps are reported; Dice is bench_learning.py's job (bench_recipe.py compares precisions).
 """
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_learning as bl  # noqa: E402
 
 from napari_fcnseg.core.device import configure_threads, training_dtype  # noqa: E402
-from napari_fcnseg.core.finetune import FinetuneSettings, finetune  # noqa: E402
+from napari_fcnseg.core.finetune import FinetuneSettings, finetune_iter  # noqa: E402
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume  # noqa: E402
 from napari_fcnseg.core.store import ModelStore  # noqa: E402
 
@@ -80,14 +81,24 @@ def main() -> None:
             settings = FinetuneSettings(holdout_folds=0 if args.no_heldout else
                                         FinetuneSettings.holdout_folds, precision=precision)
             t = time.perf_counter()
-            result = finetune(start.net, image, sparse, slices=annotated, class_names=names,
-                              base_class_names=start.class_names, settings=settings,
-                              modality=modality)
-            times.append(time.perf_counter() - t)
+            work = finetune_iter(start.net, image, sparse, slices=annotated, class_names=names,
+                                 base_class_names=start.class_names, settings=settings,
+                                 modality=modality)
+            ready = None
+            while True:
+                try:
+                    record = next(work)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if record.result is not None:  # saved and usable from here on
+                    ready = time.perf_counter() - t
+            total = time.perf_counter() - t
+            times.append(f"{total:.1f}" + (f" ({ready:.1f})" if ready is not None else ""))
         steps = result.steps * (1 + result.folds)
         print(f"| {label} | {len(annotated)} of {image.shape[-2]} x {image.shape[-1]} | "
               f"{result.steps} x {1 + result.folds} = {steps} | "
-              + " | ".join(f"{t:.1f}" for t in times) + " |", flush=True)
+              + " | ".join(times) + " |", flush=True)
 
 
 if __name__ == "__main__":

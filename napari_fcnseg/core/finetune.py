@@ -246,7 +246,9 @@ def finetune_iter(
     ------
     Progress
         After every step of the final model and of each held-out fold, with the loss and the
-        batch Dice.
+        batch Dice. With held-out folds, one record between the two carries in ``result`` the
+        finished model as a :class:`FinetuneResult` without its held-out estimate (``pending``
+        says why), so a caller can save and use it while the check runs.
 
     Returns
     -------
@@ -302,12 +304,18 @@ def finetune_iter(
     prepare(model, xs, ys, valid)
     outcome = yield from train_iter(model, xs, ys, valid, settings, dev, total=total)
     train_dice = pooled_dice([counts(model, everything)], names)
+    model = model.cpu().eval()  # final: the folds below train copies of ``start``
+
+    def result(after: dict[str, float], pending: str | None = None) -> FinetuneResult:
+        return FinetuneResult(model, names, chosen, before, after, train_dice, outcome.steps,
+                              outcome.stopped, settings.to_dict(), folds, pending)
+
+    if folds:  # the model is usable now; the check only measures it
+        yield Progress(settings.steps or 0, total, "model ready; measuring it on held-out "
+                       "slices", result=result({}, "the held-out check has not finished"))
     fold_counts = yield from kfold_iter(start, xs, ys, valid, settings, dev, prepare, counts,
                                         step_offset=settings.steps or 0, total=total)
-    after = pooled_dice(fold_counts, names) if fold_counts else {}
-    model = model.cpu().eval()
-    return FinetuneResult(model, names, chosen, before, after, train_dice, outcome.steps,
-                          outcome.stopped, settings.to_dict(), folds)
+    return result(pooled_dice(fold_counts, names) if fold_counts else {})
 
 
 def finetune(

@@ -154,6 +154,9 @@ class FinetuneResult:
         The hyper-parameters used.
     folds : int
         Folds of the held-out estimate (0 when there is none).
+    pending : str or None
+        Why ``dice_after`` is empty although there are folds: the held-out check has not
+        finished (the model is handed out before it) or was cancelled; None once it ran.
     """
 
     net: SegmentationNet
@@ -166,6 +169,7 @@ class FinetuneResult:
     stopped: str | None = None
     settings: dict = field(default_factory=dict)
     folds: int = 0
+    pending: str | None = None
 
     @property
     def unestimated(self) -> list[str]:
@@ -174,7 +178,7 @@ class FinetuneResult:
         No fold that trained on them scored a slice where they are drawn (typically, a class
         drawn on one annotated slice only).
         """
-        if not self.folds:
+        if not self.folds or self.pending:
             return []
         return [name for name in self.class_names[1:] if name not in self.dice_after]
 
@@ -183,6 +187,8 @@ class FinetuneResult:
         """Plain words for what ``dice_after`` was measured on."""
         if not self.folds:
             return "no held-out estimate: at least two annotated slices are needed"
+        if self.pending:
+            return f"no held-out estimate yet: {self.pending}"
         missing = ", ".join(self.unestimated)
         if not self.dice_after:
             return (f"no held-out estimate: {missing or 'every class'} drawn on too few of the "

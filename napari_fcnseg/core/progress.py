@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 R = TypeVar("R")
 
@@ -21,6 +21,9 @@ class Progress:
         What is happening, in plain words.
     loss, dice : float or None
         Training loss and Dice on the annotated slices, when training.
+    result : object or None
+        A result usable before the work ends, when one is ready (a fine-tuned model before
+        its held-out check); None on other records.
     """
 
     step: int
@@ -28,6 +31,7 @@ class Progress:
     message: str = ""
     loss: float | None = None
     dice: float | None = None
+    result: Any = None
 
     @property
     def fraction(self) -> float:

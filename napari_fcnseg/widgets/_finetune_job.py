@@ -7,6 +7,7 @@ training slices), :func:`finetune_work` is the generator the napari thread worke
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,3 +182,53 @@ def finetune_work(store: ModelStore, base: str, image: np.ndarray, labels: np.nd
                                          base_class_names=model.class_names, **kwargs))
     except RuntimeError as exc:  # e.g. torch failures; see FinetuneError
         raise FinetuneError(str(exc)) from exc
+
+
+
+def save_result(store: ModelStore, result: Any, job: dict[str, Any]) -> str:
+    """Save the round's model with its card (main thread); return the name it got.
+
+    ``result`` is a FinetuneResult, possibly the model handed out before its held-out check;
+    ``job`` is what :func:`prepare_round` gathered (``name``, ``base``, ``image_name``).
+
+    Raises
+    ------
+    ModelError, OSError
+        When the model cannot be written.
+    """
+    meta = {**result.metadata(parent=job["base"]), "image": job["image_name"]}
+    return store.save(result.net, job["name"], meta).name
+
+
+def update_card(store: ModelStore, result: Any, job: dict[str, Any], saved: str) -> bool:
+    """Rewrite the card of the model saved as ``saved`` before its held-out check.
+
+    Returns False (nothing written) when the model was renamed or deleted meanwhile.
+
+    Raises
+    ------
+    ModelError, OSError
+        When the model cannot be written.
+    """
+    if saved not in store.names():
+        return False
+    meta = {**result.metadata(parent=job["base"]), "image": job["image_name"]}
+    store.save(result.net, saved, meta, overwrite=True)  # the same weights, the new card
+    return True
+
+
+def keep_unchecked(store: ModelStore, ready: tuple[str, Any], job: dict[str, Any]) -> str:
+    """Keep the model saved before its held-out check when the check is cancelled.
+
+    Its card says the check was cancelled; returns the message for the person.
+    """
+    from napari_fcnseg.core.store import ModelError
+
+    saved, result = ready
+    try:
+        update_card(store, replace(result, pending="the held-out check was cancelled"), job,
+                    saved)
+    except (ModelError, OSError):
+        pass  # the card keeps "has not finished", which is as true
+    return (f"Held-out check cancelled; '{saved}' is saved and selected, without a held-out "
+            "estimate.")

@@ -61,5 +61,5 @@ def verdict(result: FinetuneResult, base: str, saved: str) -> str:
         return (f"Saved '{saved}': better than '{base}' on annotated slices it did not train on "
                 f"({measured}); it is now selected for segmenting.")
     return (f"Saved '{saved}', but it is not better than '{base}' on annotated slices it did "
-            f"not train on ({measured}); '{base}' stays selected "
+            f"not train on ({measured}); '{base}' is selected "
             "for segmenting. Annotate more slices, or more varied ones, and try again.")

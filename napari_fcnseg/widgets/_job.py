@@ -221,7 +221,8 @@ class BackgroundJob:
         if run is not self._run or run.cancelled or not is_alive(self._owner):
             return
         now = time.monotonic()
-        if record.step < record.total and now - run.last_progress < self.progress_interval:
+        if (record.step < record.total and now - run.last_progress < self.progress_interval
+                and getattr(record, "result", None) is None):  # a result is never skipped
             return
         run.last_progress = now
         self._on_progress(record)

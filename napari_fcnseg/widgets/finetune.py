@@ -4,7 +4,8 @@ The review half, which lists the slices of a Labels layer that a person edited o
 reviewed, is a :class:`~._slice_review.SliceReviewWidget` the dock holds. This module adds the
 rest: it fine-tunes a copy of a stored model on exactly those slices in a napari thread worker,
 saves the result with its lineage, and can then re-segment the slices nobody reviewed with the
-new model.
+new model. The model is saved and selected once trained; the held-out check after it rewrites
+its card and, if it is not better, selects the starting model again.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_fcnseg.core.review import METADATA_KEY, protected_slices
-from napari_fcnseg.core.slices import slice_count
+from napari_fcnseg.core.review import METADATA_KEY
 
 from ._common import is_alive, notify_info
 from ._finetune_form import STROKES_ONLY, FinetuneForm, format_duration
-from ._finetune_job import finetune_work, prepare_round
+from ._finetune_job import finetune_work, keep_unchecked, prepare_round, save_result, update_card
 from ._finetune_report import dice_table, verdict
 from ._job import BackgroundJob
 from ._model_combo import ModelCombo
+from ._resegment import resegment_unreviewed
 from ._slice_review import FinetuneError, SliceReviewWidget
 from ._strokes import StrokeTracker
 from .loss_plot import LossPlot
@@ -108,6 +109,8 @@ class FinetuneWidget(QWidget):
         self.session = session_for(napari_viewer)
         self._t_first: float | None = None
         self._last_model: str | None = None
+        self._round: dict[str, Any] = {}  # the running round's job
+        self._ready: Any = None  # its model, saved before the held-out check: (name, result)
         self._auto_name = ""
 
         self.form = FinetuneForm(ModelCombo(self.session.store, available_only=True,
@@ -269,6 +272,7 @@ class FinetuneWidget(QWidget):
             return self.job.refuse(str(exc))
         self._name_classes(job["class_names"])
         total = total_steps(job["settings"], len(job["slices"]))
+        self._round, self._ready = job, None
         self._t_first = None
         self.loss_plot.clear()
         self.loss_plot.set_total(job["settings"].steps)
@@ -285,18 +289,24 @@ class FinetuneWidget(QWidget):
         return future
 
     def cancel(self) -> None:
-        """Stop fine-tuning after the current step: nothing is saved, the labels are untouched.
+        """Stop fine-tuning after the current step; the labels are untouched.
 
-        Once the model is being saved it is too late, and nothing happens.
+        Before the model is trained nothing is saved; during its held-out check the saved
+        model is kept, without an estimate. Once the outcome is being saved it is too late,
+        and nothing happens.
         """
         self.job.cancel()
 
     def _set_busy(self, busy: bool) -> None:
         self.finetune_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        self.resegment_button.setEnabled(not busy and self._last_model is not None)
+        usable = not busy or self._ready is not None  # the model came before its check
+        self.resegment_button.setEnabled(usable and self._last_model is not None)
 
     def _on_progress(self, record: Progress) -> None:
+        if record.result is not None:
+            self._model_ready(record.result)
+            return
         if record.loss is None:
             self.status_label.setText(record.message.capitalize() + "...")
             return
@@ -315,15 +325,37 @@ class FinetuneWidget(QWidget):
         self.loss_plot.add_point(record.step, record.loss, record.dice)
         self.status_label.setText(f"Step {record.step} of {record.total}, {eta}.")
 
+    def _model_ready(self, result: Any) -> None:
+        """Save and select the trained model while its held-out check runs (main thread)."""
+        from napari_fcnseg.core.store import ModelError
+
+        try:
+            saved = save_result(self.session.store, result, self._round)
+        except (ModelError, OSError):
+            return  # saved (or the failure reported) when the round ends
+        self._ready = (saved, result)
+        models_changed.emit()
+        self._last_model = saved
+        self.session.select_model(saved)
+        self._set_busy(True)
+        self.status_label.setText(
+            f"Saved '{saved}' and selected it for segmenting; now measuring it on held-out "
+            "slices (you may re-segment meanwhile; the verdict follows)...")
+
     def _on_returned(self, result: Any, job: dict[str, Any]) -> None:
         """Save the fine-tuned model (main thread); the future resolves when the worker ends."""
         from napari_fcnseg.core.store import ModelError
 
         if self.job.cancelled:
             return
-        meta = {**result.metadata(parent=job["base"]), "image": job["image_name"]}
         try:
-            saved = self.session.store.save(result.net, job["name"], meta).name
+            if self._ready is None:
+                saved = save_result(self.session.store, result, job)
+            else:  # saved before the check: its card gets what the check found
+                saved = self._ready[0]
+                if not update_card(self.session.store, result, job, saved):
+                    notify_info(f"'{saved}' was renamed or deleted during its held-out check; "
+                                "its card was not updated.")
         except (ModelError, OSError) as exc:
             self.job.reject(f"Fine-tuning failed: the model could not be saved: {exc}")
             return
@@ -344,6 +376,13 @@ class FinetuneWidget(QWidget):
             self._propose_name()  # a fresh name for the next round
 
     def _on_cancelled(self, future: concurrent.futures.Future) -> None:
+        if self._ready is not None:  # the model is saved; only its check was cancelled
+            message = keep_unchecked(self.session.store, self._ready, self._round)
+            future.set_result(self._ready[0])
+            notify_info(message)
+            if is_alive(self):
+                self.status_label.setText(message)
+            return
         future.set_exception(FinetuneCancelled(CANCELLED_MESSAGE))
         notify_info(CANCELLED_MESSAGE + ".")
         if is_alive(self):
@@ -360,29 +399,4 @@ class FinetuneWidget(QWidget):
             The Segment widget's future (resolves to the slices written), or one holding
             :class:`FinetuneError` when re-segmenting is not possible.
         """
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        seg = self.session.segmenter()
-        image, labels = self.image_layer, self.labels_layer
-        if seg is None:
-            return self.job.fail(future, "Open the Segment widget to re-segment the slices.")
-        if image is None or labels is None:
-            return self.job.fail(future, "Choose the image and its labels layer first.")
-        seg.image_layer = image
-        writes_here = seg.labels_layer is labels
-        if not writes_here:
-            return self.job.fail(future, f"The Segment widget writes the segmentation of "
-                              f"'{image.name}' into '{image.name} labels', not into "
-                              f"'{labels.name}'; rename the labels layer to re-segment it.")
-        model = self._last_model or self.model_combo.currentText()
-        if not seg.select_model(model):
-            return self.job.fail(future, f"Model '{model}' is not available.")
-        state = self.review_state(create=True)
-        keep = set(protected_slices(labels.data, state))
-        todo = [k for k in range(slice_count(tuple(labels.data.shape))) if k not in keep]
-        if not todo:
-            notify_info("Every slice is edited or reviewed; nothing to re-segment.")
-            future.set_result([])
-            return future
-        self.status_label.setText(f"Re-segmenting {len(todo)} unreviewed slice(s) with "
-                                  f"'{model}'...")
-        return seg.segment(slices=todo)
+        return resegment_unreviewed(self, self._last_model or self.model_combo.currentText())

@@ -303,3 +303,29 @@ def test_improved_compares_held_out_dice_with_the_starting_model(tiny_net):
                                {"organ": 0.8, "lesion": 0.5}, {"organ": 0.8, "lesion": 0.5}, 6,
                                folds=2)
     assert better.improved is True
+
+
+def test_the_trained_model_is_handed_out_before_its_held_out_check(tiny_net, volume):
+    records = []
+    gen = finetune_iter(tiny_net, volume.image, volume.labels, slices=[0, 2, 4], settings=FAST,
+                        class_names=CLASS_NAMES)
+    try:
+        while True:
+            records.append(next(gen))
+    except StopIteration as stop:
+        final = stop.value
+    ready = [i for i, r in enumerate(records) if r.result is not None]
+    assert len(ready) == 1
+    folds = [i for i, r in enumerate(records) if r.message.startswith("held-out")]
+    assert folds and ready[0] < folds[0]  # before the first step of the check
+    early = records[ready[0]].result
+    assert early.net is final.net  # the same model: the check only measures it
+    assert early.dice_after == {} and early.improved is None and early.unestimated == []
+    assert "has not finished" in early.heldout_description
+    assert "has not finished" in early.metadata("tiny")["dice_after_measured_on"]
+    assert final.pending is None and final.dice_after and final.improved is not None
+    # without a check there is nothing to hand out early
+    alone = finetune_iter(tiny_net, volume.image, volume.labels, slices=[0, 2, 4],
+                          settings=FinetuneSettings(steps=2, batch_size=2, crop=64,
+                                                    holdout_folds=0), class_names=CLASS_NAMES)
+    assert all(r.result is None for r in alone)

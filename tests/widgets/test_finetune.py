@@ -397,7 +397,53 @@ def test_held_out_check_decides_which_model_segments_next(qtbot, make_napari_vie
     if improved:
         assert seg.model_name == name and "better than 'tiny'" in text
     else:
-        assert seg.model_name == "tiny" and "not better" in text and "stays selected" in text
+        assert seg.model_name == "tiny" and "not better" in text and "is selected" in text
+
+
+def _round_with_check(qtbot, make_napari_viewer, phantom, steps=150):
+    """A viewer whose fine-tuning round is saved, and selected, before its held-out check ends."""
+    viewer = make_napari_viewer()
+    viewer.add_image(phantom.image, name="ct")
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    widget = _widget(viewer, steps=steps, heldout=True)
+    assert _wait(qtbot, seg.segment("volume")).done()
+    _set_slice(seg.labels_layer, 1, phantom.labels[1])
+    widget.mark_reviewed([1, 3, 5])
+    name = widget.name_edit.text()
+    future = widget.finetune()
+    qtbot.waitUntil(lambda: name in ModelStore().names(), timeout=TIMEOUT)
+    return widget, seg, future, name
+
+
+def test_the_model_is_saved_and_usable_while_its_held_out_check_runs(
+        qtbot, make_napari_viewer, tiny_model, phantom):
+    widget, seg, future, name = _round_with_check(qtbot, make_napari_viewer, phantom)
+    assert not future.done() and widget.busy  # the check is still running
+    card = ModelStore().load(name).metadata
+    assert card["dice_after"] == {} and card["improved"] is None
+    assert "has not finished" in card["dice_after_measured_on"]
+    assert seg.model_name == name and widget.resegment_button.isEnabled()
+    assert not widget.finetune_button.isEnabled()
+    assert "measuring it on held-out slices" in widget.status_label.text()
+    assert _wait(qtbot, future).result() == name
+    card = ModelStore().load(name).metadata
+    assert set(card["dice_after"]) == {"organ", "lesion"} and card["improved"] is not None
+    assert card["dice_after_measured_on"].startswith("held-out:")
+    assert ModelStore().names().count(name) == 1
+
+
+def test_cancelling_the_held_out_check_keeps_the_saved_model(qtbot, make_napari_viewer,
+                                                             tiny_model, phantom, notifications):
+    widget, seg, future, name = _round_with_check(qtbot, make_napari_viewer, phantom,
+                                                  steps=300)
+    widget.cancel_button.click()
+    assert _wait(qtbot, future).result() == name
+    card = ModelStore().load(name).metadata
+    assert "was cancelled" in card["dice_after_measured_on"] and card["dice_after"] == {}
+    assert notifications[-1] == ("info", f"Held-out check cancelled; '{name}' is saved and "
+                                         "selected, without a held-out estimate.")
+    assert seg.model_name == name and not widget.busy
 
 
 def test_class_names_typed_by_the_user_reach_the_model_and_the_layer(
