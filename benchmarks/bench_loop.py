@@ -1,7 +1,8 @@
 """Two rounds of the product's loop on real scans: does the second round leave less to correct?
 
     python benchmarks/bench_loop.py --cases spine-ct,spine-mr,abdomen-ct,breast1,lung1 --add 2
-    python benchmarks/bench_loop.py --pick expected-errors   # another rule for the added slices
+    python benchmarks/bench_loop.py --pick expected-errors   # other rules for the added slices:
+    python benchmarks/bench_loop.py --pick uncertain-apart   # see --help
 
 bench_learning.py scores one round. The product is a loop, and this benchmark follows it as the
 widgets run it, on the cases of bench_learning.py:
@@ -58,11 +59,25 @@ def _score(pred: np.ndarray, case: bl.Case, rest: list[int]) -> tuple[float, int
 
 def _ranking(seg, others: list[int], pick: str) -> dict[int, float]:
     """Score of every slice in ``others`` by the ``--pick`` rule (higher: proposed first)."""
-    if pick == "uncertain":  # the product's "Next to review": mean entropy over the foreground
+    if pick.startswith("uncertain"):  # "Next to review": mean entropy over the foreground
         return {z: seg.uncertainty.get(z, 0.0) for z in others}
     # expected wrong pixels: the sum over the slice of 1 - the top class probability
     probs = seg.probabilities
     return {z: float((1 - probs[:, z].max(0)).sum()) for z in others}
+
+
+def _propose(free: list[int], score: dict[int, float], owned: list[int], n: int,
+             spread: bool) -> list[int]:
+    """The ``n`` slices a person corrects, one after the other, each the best-scored one left;
+    with ``spread``, among those not next to a slice already owned (when any is left)."""
+    owned, picked = list(owned), []
+    for _ in range(min(n, len(free))):
+        left = [z for z in free if z not in picked]
+        apart = [z for z in left if all(abs(z - o) > 1 for o in owned)] if spread else []
+        best = max(apart or left, key=lambda z: (score[z], -z))
+        picked.append(best)
+        owned.append(best)
+    return sorted(picked)
 
 
 def run(case: bl.Case, add: int, start, pick: str = "uncertain") -> dict:
@@ -71,10 +86,10 @@ def run(case: bl.Case, add: int, start, pick: str = "uncertain") -> dict:
     others = [z for z in range(len(case.image)) if z not in first]
     r1, s1 = _round(start.net, start.class_names, case, first)
     seg = predict(r1.net, case.image, slices=others, modality=case.modality, device="cpu",
-                  uncertainty=True, probabilities=None if pick == "uncertain" else "float32")
+                  uncertainty=True,
+                  probabilities="float32" if pick == "expected-errors" else None)
     score = _ranking(seg, others, pick)
-    ranked = sorted(others, key=lambda z: (-score[z], z))
-    added = sorted(ranked[:add])
+    added = _propose(others, score, first, add, spread=pick == "uncertain-apart")
     both = sorted(first + added)
     rest = [z for z in others if z not in added]
     r2, s2 = _round(r1.net, r1.class_names, case, both)
@@ -95,10 +110,11 @@ def main() -> None:
     parser.add_argument("--cases", default="spine-ct,spine-mr,abdomen-ct,breast1,lung1")
     parser.add_argument("--add", type=int, default=2,
                         help="slices corrected between the rounds (default 2)")
-    parser.add_argument("--pick", choices=("uncertain", "expected-errors"), default="uncertain",
+    parser.add_argument("--pick", choices=("uncertain", "uncertain-apart", "expected-errors"),
+                        default="uncertain",
                         help="which slices the person corrects between the rounds: the "
-                             "product's Next to review (default), or the most expected wrong "
-                             "pixels")
+                             "product's Next to review (default), the most uncertain not next "
+                             "to an annotated slice, or the most expected wrong pixels")
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     threads = configure_threads()
