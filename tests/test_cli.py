@@ -251,6 +251,32 @@ def test_finetune_reports_held_out_dice_and_takes_names_and_partial_labels(store
     assert md["dice_after"] == {} and "no held-out estimate" in stdout
 
 
+def test_interrupting_the_held_out_check_keeps_the_trained_model(store, case, capsys,
+                                                                 monkeypatch):
+    from napari_fcnseg.cli import EXIT_INTERRUPTED
+    from napari_fcnseg.core import finetune as core_ft
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C during the first fold
+        yield
+
+    monkeypatch.setattr(core_ft, "kfold_iter", interrupted)
+    img, lab, _ = case
+    code, stdout, err = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
+                            "--slices", "1,2,3", "--base", "tiny", "--name", "kept",
+                            "--steps", "2")
+    assert code == EXIT_INTERRUPTED
+    assert "saved model 'kept'" in stdout and "interrupted during the held-out check" in err
+    md = ModelStore().load("kept").metadata
+    assert md["dice_after"] == {} and "was interrupted" in md["dice_after_measured_on"]
+    # interrupted before the model is trained: nothing is written
+    monkeypatch.setattr(core_ft, "train_iter", interrupted)
+    code, _, err = run(capsys, "finetune", "--image", str(img), "--labels", str(lab),
+                       "--slices", "1,2,3", "--base", "tiny", "--name", "lost", "--steps", "2")
+    assert code == EXIT_INTERRUPTED and "nothing was written" in err
+    assert "lost" not in ModelStore().names()
+
+
 def test_finetune_refuses_zero_steps_and_bad_class_lists(store, case, capsys):
     img, lab, _ = case
     base = ["finetune", "--image", str(img), "--labels", str(lab), "--base", "tiny"]

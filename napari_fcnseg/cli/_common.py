@@ -13,8 +13,11 @@ class CliError(Exception):
     """A user-facing error: printed as one line, no traceback."""
 
 
-def _drive(work, label: str, position: int = 0):
-    """Run a progress generator to completion under a tqdm bar on stderr (loss in the postfix)."""
+def _drive(work, label: str, position: int = 0, on_record=None):
+    """Run a progress generator to completion under a tqdm bar on stderr (loss in the postfix).
+
+    ``on_record``, when given, also sees every progress record.
+    """
     from tqdm import tqdm
 
     from ..core.progress import run_to_completion
@@ -28,6 +31,8 @@ def _drive(work, label: str, position: int = 0):
             if record.loss is not None:
                 bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
             bar.refresh()
+            if on_record is not None:
+                on_record(record)
 
         return run_to_completion(work, update)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from ._common import CliError, _drive, _parse_slices, _read
+from ._common import EXIT_INTERRUPTED, CliError, _drive, _parse_slices, _read
 
 
 def _starting_model(args, store, top: int):
@@ -85,7 +86,19 @@ def cmd_finetune(args) -> int:
                          base_class_names=None if args.from_scratch else base.class_names,
                          ignore_label=args.ignore_label, settings=settings, modality=modality,
                          device=args.device)
-    result = _drive(work, "training" if args.from_scratch else "fine-tuning")
+    ready = []  # the trained model, handed out before its held-out check
+
+    def keep_ready(record) -> None:
+        if record.result is not None:
+            ready.append(record.result)
+
+    try:
+        result = _drive(work, "training" if args.from_scratch else "fine-tuning",
+                        on_record=keep_ready)
+    except KeyboardInterrupt:
+        if not ready:
+            raise  # nothing trained yet: nothing is written
+        result = replace(ready[0], pending="the held-out check was interrupted")
     if result.stopped:
         print(f"warning: {result.stopped}", file=sys.stderr)
     metadata = result.metadata(parent=None if args.from_scratch else
@@ -100,6 +113,10 @@ def cmd_finetune(args) -> int:
     origin = f"trained from an {base_name} network" if args.from_scratch else (
         f"parent {base_name!r}")
     print(f"saved model {name!r} ({origin})")
+    if result.pending:
+        print(f"napari-fcnseg: interrupted during the held-out check; {name!r} is saved without "
+              "a held-out estimate", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
