@@ -184,7 +184,6 @@ def finetune_work(store: ModelStore, base: str, image: np.ndarray, labels: np.nd
         raise FinetuneError(str(exc)) from exc
 
 
-
 def save_result(store: ModelStore, result: Any, job: dict[str, Any]) -> str:
     """Save the round's model with its card (main thread); return the name it got.
 
