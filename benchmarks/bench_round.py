@@ -40,6 +40,7 @@ import bench_learning as bl  # noqa: E402
 from napari_fcnseg.core.device import configure_threads, training_dtype  # noqa: E402
 from napari_fcnseg.core.finetune import FinetuneSettings, finetune_iter  # noqa: E402
 from napari_fcnseg.core.phantoms import CLASS_NAMES, generate_volume  # noqa: E402
+from napari_fcnseg.core.progress import run_to_completion  # noqa: E402
 from napari_fcnseg.core.store import ModelStore  # noqa: E402
 
 
@@ -55,6 +56,20 @@ def _rounds(cache: Path) -> list[tuple[str, np.ndarray, np.ndarray, list[int], l
         ("generated CT, new classes", ct.image, ct.labels, generated,
          ["background", "liver", "tumour"], "ct"),
     ]
+
+
+def _timed(work) -> tuple:
+    """Run a round; its result, seconds in all, and seconds until its model was ready (the
+    record handing it out before the held-out check), None without a check."""
+    t = time.perf_counter()
+    ready: list[float] = []
+
+    def note(record) -> None:
+        if record.result is not None:
+            ready.append(time.perf_counter() - t)
+
+    result = run_to_completion(work, note)
+    return result, time.perf_counter() - t, ready[0] if ready else None
 
 
 def main() -> None:
@@ -81,20 +96,9 @@ def main() -> None:
         for precision in precisions:
             settings = FinetuneSettings(holdout_folds=0 if args.no_heldout else
                                         FinetuneSettings.holdout_folds, precision=precision)
-            t = time.perf_counter()
-            work = finetune_iter(start.net, image, sparse, slices=annotated, class_names=names,
-                                 base_class_names=start.class_names, settings=settings,
-                                 modality=modality)
-            ready = None
-            while True:
-                try:
-                    record = next(work)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                if record.result is not None:  # saved and usable from here on
-                    ready = time.perf_counter() - t
-            total = time.perf_counter() - t
+            result, total, ready = _timed(finetune_iter(
+                start.net, image, sparse, slices=annotated, class_names=names,
+                base_class_names=start.class_names, settings=settings, modality=modality))
             times.append(f"{total:.1f}" + (f" ({ready:.1f})" if ready is not None else ""))
         steps = result.steps * (1 + result.folds)
         print(f"| {label} | {len(annotated)} of {image.shape[-2]} x {image.shape[-1]} | "

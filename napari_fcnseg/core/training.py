@@ -112,7 +112,7 @@ def train_iter(model: SegmentationNet, xs: torch.Tensor, ys: torch.Tensor, valid
     # channels-last convolutions are about a quarter faster on the CPU (as in predict)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(memory_format=layout)  # type: ignore[call-overload]
-    compute = training_dtype(getattr(settings, "precision", "float32"), device)
+    compute = training_dtype(settings.precision, device)
     model.train()
     if settings.freeze_norm_stats:
         _freeze_norm_stats(model)

@@ -34,7 +34,8 @@ def test_blend_moves_the_trained_weights_back_towards_the_start():
         assert torch.allclose(half[k], (start[k] + trained[k]) / 2, atol=1e-5)
 
 
-def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_keeps_float32_weights():
+def _train_watching_the_head(precision: str, steps: int, **settings) -> tuple:
+    """Train a small network; return it, the dtypes its head computed in, and the losses."""
     torch.manual_seed(0)
     net = build_network(NetworkConfig(base=4, depth=2))
     seen = []
@@ -42,9 +43,14 @@ def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_keeps_float32_w
     xs = torch.rand(2, 3, 64, 64)
     ys = (xs[:, 1] > 0.5).long()
     valid = torch.ones_like(ys, dtype=torch.bool)
-    settings = FinetuneSettings(steps=30, crop=64, lr=1e-2, encoder_lr_factor=1.0,
-                                anchor_weight=0.0, precision="bfloat16")
-    losses = [p.loss for p in train_iter(net, xs, ys, valid, settings, torch.device("cpu"))]
+    chosen = FinetuneSettings(steps=steps, crop=64, lr=1e-2, precision=precision, **settings)
+    losses = [p.loss for p in train_iter(net, xs, ys, valid, chosen, torch.device("cpu"))]
+    return net, seen, losses
+
+
+def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_keeps_float32_weights():
+    net, seen, losses = _train_watching_the_head("bfloat16", 30, encoder_lr_factor=1.0,
+                                                 anchor_weight=0.0)
     assert seen and set(seen) == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in net.parameters())
     assert all(math.isfinite(v) for v in losses)
@@ -52,13 +58,5 @@ def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_keeps_float32_w
 
 
 def test_float32_training_stays_in_float32():
-    torch.manual_seed(0)
-    net = build_network(NetworkConfig(base=4, depth=2))
-    seen = []
-    net.head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-    xs = torch.rand(1, 3, 64, 64)
-    ys = (xs[:, 1] > 0.5).long()
-    settings = FinetuneSettings(steps=2, crop=64, lr=1e-2, precision="float32")
-    run_to_completion(train_iter(net, xs, ys, torch.ones_like(ys, dtype=torch.bool), settings,
-                                 torch.device("cpu")))
+    _, seen, _ = _train_watching_the_head("float32", 2)
     assert set(seen) == {torch.float32}
